@@ -1,0 +1,39 @@
+"""`manage.py make_tiny_model PATH`: write a random-weight llama GGUF model for tests and demos."""
+
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from models_catalog.tiny_model import FILE_TYPES, SIZES, write_tiny_model
+
+
+class Command(BaseCommand):
+    help = "Write a tiny random-weight llama GGUF chat model (ChatML template) that llama-server loads."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("path", help="output .gguf file (with --split, the stem of the shard names)")
+        parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+        parser.add_argument("--name", default=None, help="general.name (default: the file stem)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--context-length", type=int, default=None)
+        parser.add_argument("--file-type", choices=sorted(FILE_TYPES), default=None)
+        parser.add_argument("--split", type=int, default=1, help="write N shards, as gguf-split does")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            paths = write_tiny_model(
+                options["path"],
+                size=options["size"],
+                name=options["name"],
+                seed=options["seed"],
+                context_length=options["context_length"],
+                file_type=options["file_type"],
+                split=options["split"],
+            )
+        except (ValueError, OSError) as exc:
+            raise CommandError(str(exc)) from exc
+        for path in paths:
+            self.stdout.write(f"{path}  {path.stat().st_size / 1e6:.2f} MB")

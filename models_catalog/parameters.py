@@ -1,0 +1,183 @@
+"""The llama-server parameters a model's runner settings may hold, validated by type.
+
+One table drives validation (admin, manage API, import) and the argument list a runner is
+started with, so a flag is described once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Param:
+    flag: str
+    kind: type  # int, float, bool, str
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+    def validate(self, name: str, value: Any) -> Any:
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {
+                "true",
+                "false",
+                "1",
+                "0",
+                "on",
+                "off",
+                "yes",
+                "no",
+            }:
+                return value.lower() in {"true", "1", "on", "yes"}
+            raise ValueError(f"{name} must be true or false")
+        if self.kind is int:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ValueError(f"{name} must be a whole number")
+            try:
+                number = int(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+            if self.minimum is not None and number < self.minimum:
+                raise ValueError(f"{name} must be at least {self.minimum:g}")
+            return number
+        if self.kind is float:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError(f"{name} must be a number")
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {value!r}") from None
+            if self.minimum is not None and number < self.minimum:
+                raise ValueError(f"{name} must be at least {self.minimum:g}")
+            return number
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty text")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{name} must be one of {', '.join(self.choices)}")
+        return value
+
+
+CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+LLAMA_SERVER_PARAMS: dict[str, Param] = {
+    "ctx_size": Param("--ctx-size", int, "Context size in tokens (0 = the model's own)", minimum=0),
+    "n_gpu_layers": Param("--n-gpu-layers", int, "Layers offloaded to the GPU (-1 = all)", minimum=-1),
+    "threads": Param("--threads", int, "CPU threads for generation", minimum=1),
+    "threads_batch": Param("--threads-batch", int, "CPU threads for prompt processing", minimum=1),
+    "batch_size": Param("--batch-size", int, "Logical batch size", minimum=1),
+    "ubatch_size": Param("--ubatch-size", int, "Physical batch size", minimum=1),
+    "parallel": Param("--parallel", int, "Parallel slots (concurrent requests)", minimum=1),
+    "flash_attn": Param("--flash-attn", str, "Flash attention", choices=("on", "off", "auto")),
+    "cache_type_k": Param("--cache-type-k", str, "KV cache type for K", choices=CACHE_TYPES),
+    "cache_type_v": Param("--cache-type-v", str, "KV cache type for V", choices=CACHE_TYPES),
+    "rope_scaling": Param("--rope-scaling", str, "RoPE scaling method", choices=("none", "linear", "yarn")),
+    "rope_freq_base": Param("--rope-freq-base", float, "RoPE base frequency", minimum=0),
+    "rope_freq_scale": Param("--rope-freq-scale", float, "RoPE frequency scale", minimum=0),
+    "mmproj": Param("--mmproj", str, "Multimodal projector file (vision)"),
+    "jinja": Param("--jinja", bool, "Use the model's Jinja chat template (tools)"),
+    "embeddings": Param("--embeddings", bool, "Serve embeddings"),
+    "pooling": Param("--pooling", str, "Embedding pooling", choices=("none", "mean", "cls", "last", "rank")),
+    "reranking": Param("--reranking", bool, "Serve reranking"),
+    "mlock": Param("--mlock", bool, "Keep the model in RAM"),
+    "no_mmap": Param("--no-mmap", bool, "Do not memory-map the model"),
+    "cont_batching": Param("--cont-batching", bool, "Continuous batching"),
+    "seed": Param("--seed", int, "Random seed"),
+    "n_predict": Param("--n-predict", int, "Default maximum tokens to predict (-1 = unlimited)", minimum=-1),
+    "keep": Param("--keep", int, "Tokens kept from the prompt when the context shifts", minimum=-1),
+    "chat_template": Param(
+        "--chat-template", str, "Built-in chat template name to use instead of the model's"
+    ),
+    "reasoning_format": Param(
+        "--reasoning-format", str, "How thinking is returned", choices=("none", "deepseek", "auto")
+    ),
+}
+
+SAMPLING_PARAMS: dict[str, Param] = {
+    "temperature": Param("", float, "Sampling temperature", minimum=0),
+    "top_p": Param("", float, "Nucleus sampling", minimum=0),
+    "top_k": Param("", int, "Top-k sampling", minimum=0),
+    "min_p": Param("", float, "Min-p sampling", minimum=0),
+    "repeat_penalty": Param("", float, "Repetition penalty", minimum=0),
+    "presence_penalty": Param("", float, "Presence penalty"),
+    "frequency_penalty": Param("", float, "Frequency penalty"),
+    "max_tokens": Param("", int, "Default maximum tokens", minimum=1),
+}
+
+# Names used by the seed project's config files and by llama.cpp's CLI spelled differently.
+PARAM_ALIASES = {
+    "n_ctx": "ctx_size",
+    "ctx": "ctx_size",
+    "ngl": "n_gpu_layers",
+    "gpu_layers": "n_gpu_layers",
+    "n_threads": "threads",
+    "n_batch": "batch_size",
+    "n_ubatch": "ubatch_size",
+    "n_parallel": "parallel",
+    "temp": "temperature",
+    "embedding": "embeddings",
+    "cache_type": "cache_type_k",
+}
+
+
+def canonical_name(name: str) -> str:
+    key = name.strip().lstrip("-").replace("-", "_")
+    return PARAM_ALIASES.get(key, key)
+
+
+def validate_parameters(values: dict[str, Any]) -> dict[str, Any]:
+    """Known llama-server parameters, by canonical name; raises ValueError naming the field."""
+    if not isinstance(values, dict):
+        raise ValueError("parameters must be an object of name → value")
+    clean: dict[str, Any] = {}
+    for raw_name, value in values.items():
+        name = canonical_name(raw_name)
+        spec = LLAMA_SERVER_PARAMS.get(name)
+        if spec is None:
+            raise ValueError(f"{raw_name}: unknown llama-server parameter (put other flags in extra_args)")
+        if value is None:
+            continue
+        clean[name] = spec.validate(name, value)
+    return clean
+
+
+def validate_sampling(values: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ValueError("sampling must be an object of name → value")
+    clean: dict[str, Any] = {}
+    for raw_name, value in values.items():
+        name = canonical_name(raw_name)
+        spec = SAMPLING_PARAMS.get(name)
+        if spec is None:
+            raise ValueError(f"{raw_name}: unknown sampling parameter ({', '.join(SAMPLING_PARAMS)})")
+        if value is not None:
+            clean[name] = spec.validate(name, value)
+    return clean
+
+
+def split_parameters(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Seed configs mix runner flags and sampling defaults in one object: separate them."""
+    runner, sampling = {}, {}
+    for raw_name, value in values.items():
+        name = canonical_name(raw_name)
+        if name in SAMPLING_PARAMS:
+            sampling[raw_name] = value
+        else:
+            runner[raw_name] = value
+    return validate_parameters(runner), validate_sampling(sampling)
+
+
+def parameter_args(parameters: dict[str, Any]) -> list[str]:
+    """The argument list for validated parameters (booleans are bare flags when true)."""
+    args: list[str] = []
+    for name, value in parameters.items():
+        spec = LLAMA_SERVER_PARAMS[name]
+        if spec.kind is bool:
+            if value:
+                args.append(spec.flag)
+        else:
+            args += [spec.flag, str(value)]
+    return args

@@ -1,0 +1,78 @@
+"""Token and timing accounting of one relayed request, from llama-server's `usage` and `timings`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class UsageMeter:
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    prefill_tps: float | None = None
+    decode_tps: float | None = None
+    finish_reason: str | None = None
+    chunks_with_content: int = 0
+
+    def mark_first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_token_at is None else (self.first_token_at - self.started) * 1000
+
+    def observe(self, body: dict[str, Any]) -> None:
+        """Take what a response object (or the final stream chunk) says about tokens and speed."""
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            self.prompt_tokens = _int(usage.get("prompt_tokens"), self.prompt_tokens)
+            self.completion_tokens = _int(usage.get("completion_tokens"), self.completion_tokens)
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                self.cached_tokens = _int(details.get("cached_tokens"), self.cached_tokens)
+        timings = body.get("timings")
+        if isinstance(timings, dict):
+            # llama-server's own counts are exact; prefer them over counting chunks.
+            self.prompt_tokens = _int(timings.get("prompt_n"), self.prompt_tokens)
+            self.completion_tokens = _int(timings.get("predicted_n"), self.completion_tokens)
+            self.cached_tokens = _int(timings.get("cache_n"), self.cached_tokens)
+            self.prefill_tps = _float(timings.get("prompt_per_second"), self.prefill_tps)
+            self.decode_tps = _float(timings.get("predicted_per_second"), self.decode_tps)
+        for choice in body.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            delta = choice.get("delta")
+            if (
+                isinstance(delta, dict)
+                and (delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls"))
+            ) or choice.get("text"):
+                self.chunks_with_content += 1
+                self.mark_first_token()
+
+    def finish(self) -> None:
+        if self.completion_tokens is None and self.chunks_with_content:
+            self.completion_tokens = self.chunks_with_content
+        if self.decode_tps is None and self.completion_tokens and self.first_token_at is not None:
+            elapsed = time.perf_counter() - self.first_token_at
+            if elapsed > 0 and self.completion_tokens > 1:
+                self.decode_tps = (self.completion_tokens - 1) / elapsed
+
+    @property
+    def duration_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+def _int(value: Any, default: int | None) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+def _float(value: Any, default: float | None) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default

@@ -1,0 +1,122 @@
+"""The faces' read-only view of the catalog: names, aliases and what lists need, kept in memory.
+
+Refreshed at most every few seconds (and at once after a `catalog.changed` in this process),
+so resolving a request's `model` costs no query.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from models_catalog.lookup import resolve_name
+
+REFRESH_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class ModelView:
+    name: str
+    kind: str
+    enabled: bool
+    state: str
+    path: str
+    size_bytes: int
+    mtime: float | None
+    created: int
+    architecture: str
+    display_name: str
+    size_label: str
+    parameter_count: int | None
+    quantization: str
+    file_type: int | None
+    context_length: int | None
+    embedding_length: int | None
+    block_count: int | None
+    head_count: int | None
+    head_count_kv: int | None
+    chat_template: str
+    metadata: dict
+    capabilities: tuple[str, ...]
+    digest: str
+    aliases: tuple[str, ...]
+    parameters: dict
+    sampling: dict
+
+
+class CatalogView:
+    def __init__(self) -> None:
+        self.models: dict[str, ModelView] = {}
+        self.aliases: dict[str, str] = {}
+        self._loaded_at = -1e9
+
+    def invalidate(self) -> None:
+        self._loaded_at = -1e9
+
+    def _load(self) -> tuple[dict[str, ModelView], dict[str, str]]:
+        from models_catalog.models import CatalogModel, ModelAlias
+
+        models: dict[str, ModelView] = {}
+        alias_rows = list(ModelAlias.objects.values_list("alias", "model__name"))
+        aliases_of: dict[str, list[str]] = {}
+        for alias, name in alias_rows:
+            aliases_of.setdefault(name, []).append(alias)
+        for row in CatalogModel.objects.select_related("settings").all():
+            model_settings = getattr(row, "settings", None)
+            models[row.name] = ModelView(
+                name=row.name,
+                kind=row.kind,
+                enabled=row.enabled,
+                state=row.state,
+                path=row.path,
+                size_bytes=row.size_bytes,
+                mtime=row.mtime.timestamp() if row.mtime else None,
+                created=int(row.created_at.timestamp()),
+                architecture=row.architecture,
+                display_name=row.display_name,
+                size_label=row.size_label,
+                parameter_count=row.parameter_count,
+                quantization=row.quantization,
+                file_type=row.file_type,
+                context_length=row.context_length,
+                embedding_length=row.embedding_length,
+                block_count=row.block_count,
+                head_count=row.head_count,
+                head_count_kv=row.head_count_kv,
+                chat_template=row.chat_template,
+                metadata=row.metadata or {},
+                capabilities=tuple(row.capabilities),
+                digest=row.digest,
+                aliases=tuple(sorted(aliases_of.get(row.name, []))),
+                parameters=dict(model_settings.parameters) if model_settings else {},
+                sampling=dict(model_settings.sampling) if model_settings else {},
+            )
+        return models, dict(alias_rows)
+
+    async def refresh(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._loaded_at > REFRESH_SECONDS:
+            self.models, self.aliases = await sync_to_async(self._load, thread_sensitive=False)()
+            self._loaded_at = time.monotonic()
+
+    async def resolve(self, requested: str) -> ModelView | None:
+        await self.refresh()
+        name = resolve_name(requested, self.models, self.aliases)
+        if name is None:
+            # A model added a moment ago (scan, import) should not wait for the refresh.
+            await self.refresh(force=True)
+            name = resolve_name(requested, self.models, self.aliases)
+        return self.models.get(name) if name else None
+
+    async def listed(self) -> list[ModelView]:
+        await self.refresh()
+        return [m for m in self.models.values() if m.enabled and m.state == "available"]
+
+
+catalog_view = CatalogView()
+
+
+def default_model_name() -> str | None:
+    return getattr(settings, "LLAMAPROXY_DEFAULT_MODEL", None) or None

@@ -1,0 +1,113 @@
+"""What every face does around the relay: authenticate, resolve the model, lease a runner,
+and, when the response ends, release the lease and record usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.http import HttpRequest
+
+from proxies import metrics
+from proxies.catalog_view import ModelView, catalog_view, default_model_name
+from proxies.keys import KeyInfo, KeyRejected, authenticate, check_model_allowed
+from proxies.relay import Finalizer, RelayContext
+from proxies.usage import usage_writer
+from runners.errors import SchedulerError
+
+if TYPE_CHECKING:
+    from runners.scheduler import Lease
+
+
+@dataclass
+class FaceError(Exception):
+    """A client-facing failure; each face renders it in its own shape."""
+
+    status: int
+    message: str
+    code: str = "invalid_request_error"
+    param: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def client_address(request: HttpRequest) -> str:
+    return request.META.get("REMOTE_ADDR", "") or ""
+
+
+def new_context(request: HttpRequest, endpoint: str) -> RelayContext:
+    return RelayContext(
+        face=getattr(request, "face", "api"), endpoint=endpoint, client_address=client_address(request)
+    )
+
+
+async def authorize(request: HttpRequest, ctx: RelayContext) -> KeyInfo | None:
+    try:
+        info = await authenticate(request.headers)
+    except KeyRejected as exc:
+        raise FaceError(
+            exc.status, exc.message, "invalid_api_key" if exc.status == 401 else "permission_denied"
+        ) from None
+    ctx.api_key_id = info.id if info else None
+    return info
+
+
+async def resolve_model(requested: str | None, key: KeyInfo | None) -> ModelView:
+    name = requested or default_model_name()
+    if not name:
+        raise FaceError(400, "you must provide a model parameter", param="model")
+    model = await catalog_view.resolve(name)
+    if model is None:
+        raise FaceError(404, f"model '{name}' not found", "model_not_found", "model")
+    try:
+        check_model_allowed(key, model.name)
+    except KeyRejected as exc:
+        raise FaceError(exc.status, exc.message, "permission_denied", "model") from None
+    if not model.enabled:
+        raise FaceError(403, f"model '{model.name}' is disabled", "model_disabled", "model")
+    if model.state != "available":
+        raise FaceError(
+            503,
+            f"model '{model.name}' is not available: its file is {model.state}",
+            "model_unavailable",
+            "model",
+        )
+    return model
+
+
+async def acquire_runner(
+    model: ModelView, ctx: RelayContext, *, ttl: int | None = None, runner_params: dict | None = None
+) -> Lease:
+    from runners.scheduler import acquire
+
+    ctx.model = model.name
+    try:
+        return await acquire(model.name, ttl=ttl, runner_params=runner_params)
+    except SchedulerError as exc:
+        ctx.status = exc.status
+        ctx.error = exc.message
+        record(ctx)
+        raise FaceError(exc.status, exc.message, exc.code) from None
+
+
+def record(ctx: RelayContext, load_seconds: float = 0.0) -> None:
+    usage_writer.record(ctx, load_seconds)
+    metrics.observe(ctx)
+
+
+def finalizer(lease: Lease) -> Finalizer:
+    def finish(ctx: RelayContext) -> None:
+        lease.release()
+        record(ctx, lease.load_seconds)
+
+    return finish
+
+
+def record_failure(ctx: RelayContext, error: FaceError) -> None:
+    """Requests refused before reaching a runner are part of the history too."""
+    if ctx.status:  # already recorded (acquire failures)
+        return
+    ctx.status = error.status
+    ctx.error = error.message
+    record(ctx)

@@ -1,0 +1,58 @@
+"""What clients did: API keys and the usage history."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class ApiKey(models.Model):
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it")
+    key_hash = models.CharField(
+        max_length=64, unique=True, help_text="sha256 of the key; the key itself is never stored"
+    )
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text="Model names this key may use (empty = all)"
+    )
+    is_admin = models.BooleanField(default=False, help_text="May also use the management API")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class UsageRecord(models.Model):
+    created_at = models.DateTimeField(db_index=True)
+    face = models.CharField(max_length=16)
+    endpoint = models.CharField(max_length=100)
+    model = models.CharField(max_length=200, db_index=True, blank=True, default="")
+    client_address = models.CharField(max_length=64, blank=True, default="")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
+    api_key_name = models.CharField(max_length=100, blank=True, default="")
+    status = models.PositiveSmallIntegerField()
+    stream = models.BooleanField(default=False)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    prefill_tps = models.FloatField(null=True, blank=True)
+    decode_tps = models.FloatField(null=True, blank=True)
+    duration_ms = models.FloatField()
+    load_ms = models.FloatField(null=True, blank=True)
+    audio_seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["face", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.face} {self.endpoint} {self.model} {self.status}"

@@ -1,0 +1,235 @@
+"""The OpenAI face (8585, and /v1/* on 11434 and 1234): llama-server's own API, every model.
+
+Requests are validated only where llamaproxy reads them or where clients commonly go wrong,
+then relayed byte for byte; errors are always `{"error": {"message", "type", "code", "param"}}`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import ValidationError as NinjaValidationError
+from pydantic import BaseModel, ValidationError
+
+from proxies import metrics
+from proxies.catalog_view import catalog_view
+from proxies.gateway import (
+    FaceError,
+    acquire_runner,
+    authorize,
+    finalizer,
+    new_context,
+    record_failure,
+    resolve_model,
+)
+from proxies.openai_schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    RerankRequest,
+    first_error,
+)
+from proxies.relay import RelayContext, forward_headers, open_upstream, passthrough
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+}
+
+
+def openai_error(
+    status: int, message: str, code: str | None = None, param: str | None = None
+) -> JsonResponse:
+    error_type = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    if status == 429:
+        error_type = "rate_limit_error"
+    return JsonResponse(
+        {"error": {"message": message, "type": error_type, "code": code, "param": param}}, status=status
+    )
+
+
+def face_error_response(exc: FaceError) -> JsonResponse:
+    return openai_error(exc.status, exc.message, exc.code, exc.param)
+
+
+api = NinjaAPI(title="llamaproxy OpenAI-compatible API", version="1", urls_namespace="openai", docs_url=None)
+
+
+@api.exception_handler(NinjaValidationError)
+def _ninja_validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    return openai_error(
+        400, str(exc.errors[0].get("msg", "invalid request")) if exc.errors else "invalid request"
+    )
+
+
+def parse_body(request: HttpRequest, schema: type[BaseModel]) -> tuple[dict[str, Any], BaseModel]:
+    """The JSON object of the request and its validated view; FaceError(400) naming the field."""
+    if not request.body:
+        raise FaceError(400, "the request body is empty; send a JSON object")
+    try:
+        payload = json.loads(request.body)
+    except ValueError as exc:
+        raise FaceError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise FaceError(400, "the request body must be a JSON object")
+    try:
+        return payload, schema.model_validate(payload)
+    except ValidationError as exc:
+        field, message = first_error(exc)
+        raise FaceError(400, f"{field}: {message}" if field else message, param=field or None) from None
+
+
+async def relay_json_endpoint(
+    request: HttpRequest, endpoint: str, upstream_path: str, schema: type[BaseModel]
+) -> HttpResponse:
+    ctx = new_context(request, endpoint)
+    try:
+        key = await authorize(request, ctx)
+        payload, parsed = parse_body(request, schema)
+        ctx.stream = bool(getattr(parsed, "stream", False))
+        model = await resolve_model(parsed.model, key)
+        body = request.body
+        if parsed.model != model.name:
+            # llama-server echoes `model` back; clients expect the name they asked for, or the default's name.
+            payload["model"] = parsed.model or model.name
+            body = json.dumps(payload).encode()
+        lease = await acquire_runner(model, ctx)
+    except FaceError as exc:
+        record_failure(ctx, exc)
+        return face_error_response(exc)
+    return await send_to_runner(lease, ctx, "POST", upstream_path, body, {"content-type": "application/json"})
+
+
+async def send_to_runner(
+    lease: Any, ctx: RelayContext, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> HttpResponse:
+    finish = finalizer(lease)
+    try:
+        upstream = await open_upstream(lease.base_url, method, path, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        ctx.status = 502
+        ctx.error = f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
+        finish(ctx)
+        return openai_error(502, ctx.error, "upstream_error")
+    return await passthrough(upstream, ctx, finish)
+
+
+@api.post("/v1/chat/completions", include_in_schema=False)
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    return await relay_json_endpoint(
+        request, "chat/completions", "/v1/chat/completions", ChatCompletionRequest
+    )
+
+
+@api.post("/v1/completions", include_in_schema=False)
+async def completions(request: HttpRequest) -> HttpResponse:
+    return await relay_json_endpoint(request, "completions", "/v1/completions", CompletionRequest)
+
+
+@api.post("/v1/embeddings", include_in_schema=False)
+async def embeddings(request: HttpRequest) -> HttpResponse:
+    return await relay_json_endpoint(request, "embeddings", "/v1/embeddings", EmbeddingRequest)
+
+
+@api.post("/v1/rerank", include_in_schema=False)
+async def rerank(request: HttpRequest) -> HttpResponse:
+    return await relay_json_endpoint(request, "rerank", "/v1/rerank", RerankRequest)
+
+
+@api.post("/v1/reranking", include_in_schema=False)
+async def reranking(request: HttpRequest) -> HttpResponse:
+    return await relay_json_endpoint(request, "rerank", "/v1/rerank", RerankRequest)
+
+
+@api.get("/v1/models", include_in_schema=False)
+async def list_models(request: HttpRequest) -> HttpResponse:
+    ctx = new_context(request, "models")
+    try:
+        key = await authorize(request, ctx)
+    except FaceError as exc:
+        return face_error_response(exc)
+    loaded = runner_states()
+    data = []
+    for model in await catalog_view.listed():
+        if key is not None and not key.allows(model.name):
+            continue
+        data.append(model_object(model, loaded.get(model.name, {})))
+    return JsonResponse({"object": "list", "data": data})
+
+
+@api.get("/v1/models/{model_id}", include_in_schema=False)
+async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
+    ctx = new_context(request, "models")
+    try:
+        key = await authorize(request, ctx)
+        model = await resolve_model(model_id, key)
+    except FaceError as exc:
+        return face_error_response(exc)
+    return JsonResponse(model_object(model, runner_states().get(model.name, {})))
+
+
+def model_object(model: Any, runner: dict) -> dict[str, Any]:
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": model.created,
+        "owned_by": "llamaproxy",
+        "loaded": runner.get("state") == "ready",
+        "state": runner.get("state", "stopped"),
+        "context_length": model.context_length,
+        "aliases": list(model.aliases),
+        "capabilities": list(model.capabilities),
+        "meta": {
+            "architecture": model.architecture,
+            "quantization": model.quantization,
+            "size": model.size_bytes,
+            "n_params": model.parameter_count,
+            "n_ctx_train": model.context_length,
+            "n_embd": model.embedding_length,
+        },
+    }
+
+
+def runner_states() -> dict[str, dict]:
+    from runners.scheduler import status
+
+    return {runner["model"]: runner for runner in status()}
+
+
+async def upstream_passthrough(request: HttpRequest, model: str, path: str) -> HttpResponse:
+    """`/upstream/<model>/<path>`: the model's own llama-server, raw (its web UI, /slots, /props ...)."""
+    ctx = new_context(request, "upstream")
+    try:
+        key = await authorize(request, ctx)
+        view = await resolve_model(model, key)
+        lease = await acquire_runner(view, ctx)
+    except FaceError as exc:
+        record_failure(ctx, exc)
+        return face_error_response(exc)
+    query = request.META.get("QUERY_STRING", "")
+    upstream_path = "/" + path + (f"?{query}" if query else "")
+    return await send_to_runner(
+        lease, ctx, request.method or "GET", upstream_path, request.body, forward_headers(request.headers)
+    )
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    from runners.scheduler import status
+
+    body, content_type = metrics.render(status())
+    return HttpResponse(body, content_type=content_type)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler404 of the API faces (Django calls it synchronously)."""
+    return openai_error(404, f"unknown endpoint {request.method} {request.path}", "not_found")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return openai_error(500, "internal error in llamaproxy; see logs/gateway.log", "internal_error")

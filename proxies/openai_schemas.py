@@ -1,0 +1,74 @@
+"""Input schemas of the OpenAI face: the fields llamaproxy must read or that clients get wrong.
+
+Everything else in a request is passed to llama-server untouched (extra="allow").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+Number = StrictInt | StrictFloat
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: StrictStr | None = None
+    stream: StrictBool | None = None
+
+
+class ChatCompletionRequest(_Request):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    temperature: Number | None = Field(default=None, ge=0)
+    top_p: Number | None = None
+    n: StrictInt | None = Field(default=None, ge=1)
+    stop: StrictStr | list[StrictStr] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class CompletionRequest(_Request):
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    temperature: Number | None = Field(default=None, ge=0)
+    stop: StrictStr | list[StrictStr] | None = None
+
+
+class EmbeddingRequest(_Request):
+    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+
+
+class RerankRequest(_Request):
+    query: StrictStr
+    documents: list[StrictStr] = Field(min_length=1)
+    top_n: StrictInt | None = Field(default=None, ge=1)
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """(field, message) of the first problem, e.g. ("messages.0", "Input should be a valid dictionary")."""
+    error = exc.errors()[0]
+    location = [str(part) for part in error.get("loc", ()) if not _is_type_tag(part)]
+    field = ".".join(location)
+    message = error.get("msg", "invalid value")
+    if error.get("type") == "missing":
+        message = "is required"
+    return field, message
+
+
+def _is_type_tag(part: object) -> bool:
+    # Union members show up in locations as type names ("str", "list[int]"); they mean nothing to users.
+    return isinstance(part, str) and (
+        part in {"str", "int", "float", "bool"} or part.startswith(("list[", "dict["))
+    )

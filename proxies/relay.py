@@ -1,0 +1,195 @@
+"""The streaming relay to llama-server: one pooled httpx client, bytes passed through unchanged.
+
+A response generator's `finally` closes the upstream response, so a client that disconnects
+cancels the generation upstream; the lease is released and usage recorded there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from django.http import HttpResponse, StreamingHttpResponse
+
+from proxies.accounting import UsageMeter
+from proxies.sse import SSEFrameParser, parse_json_payload
+
+log = logging.getLogger(__name__)
+
+_clients: dict[int, httpx.AsyncClient] = {}
+
+# Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones we recompute.
+HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-encoding",
+        "authorization",
+        "x-api-key",
+        "cookie",
+    }
+)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def upstream_client() -> httpx.AsyncClient:
+    """One pooled client per event loop; no read timeout, since generation takes as long as it takes."""
+    loop_id = id(asyncio.get_running_loop())
+    client = _clients.get(loop_id)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=10.0, read=None, write=60.0, pool=None),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30),
+        )
+        _clients[loop_id] = client
+    return client
+
+
+@dataclass
+class RelayContext:
+    """What the usage record of one request needs, filled in as the request goes."""
+
+    face: str
+    endpoint: str
+    model: str = ""
+    client_address: str = ""
+    api_key_id: int | None = None
+    meter: UsageMeter = field(default_factory=UsageMeter)
+    status: int = 0
+    error: str = ""
+    stream: bool = False
+    audio_seconds: float | None = None
+
+
+def forward_headers(headers: dict[str, str] | Any) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_HEADERS}
+
+
+async def open_upstream(
+    base_url: str,
+    method: str,
+    path: str,
+    *,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """Send and return the streaming response; retry once when the connection broke before any byte.
+
+    llama-server may close a pooled keep-alive connection just as we reuse it; the request
+    never reached it, so sending it again on a fresh connection is safe.
+    """
+    client = upstream_client()
+    url = base_url + path
+    for attempt in (1, 2):
+        request = client.build_request(method, url, content=content, headers=headers)
+        try:
+            return await client.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            if attempt == 2:
+                raise
+            log.debug("upstream %s closed the connection before answering (%s); retrying once", url, exc)
+    raise AssertionError("unreachable")
+
+
+def response_headers(upstream: httpx.Response) -> dict[str, str]:
+    return {
+        k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != "server"
+    }
+
+
+Finalizer = Callable[[RelayContext], None]
+
+
+async def passthrough(upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer) -> HttpResponse:
+    """The upstream response as the client's response, byte for byte (streamed when it streams)."""
+    ctx.status = upstream.status_code
+    content_type = upstream.headers.get("content-type", "")
+    if "text/event-stream" in content_type:
+        return stream_response(
+            _relay_sse(upstream, ctx, finalize),
+            upstream.status_code,
+            content_type,
+            response_headers(upstream),
+        )
+    try:
+        body = await upstream.aread()
+    finally:
+        await upstream.aclose()
+    if "json" in content_type:
+        _observe_json_body(body, ctx)
+    ctx.meter.finish()
+    finalize(ctx)
+    response = HttpResponse(body, status=upstream.status_code, content_type=content_type or None)
+    for key, value in response_headers(upstream).items():
+        if key.lower() != "content-type":
+            response[key] = value
+    return response
+
+
+def _observe_json_body(body: bytes, ctx: RelayContext) -> None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return
+    if isinstance(parsed, dict):
+        ctx.meter.mark_first_token()
+        ctx.meter.observe(parsed)
+        if ctx.status >= 400:
+            ctx.error = upstream_error_message(parsed) or ctx.error
+
+
+def upstream_error_message(parsed: Any) -> str:
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or "")
+        if isinstance(error, str):
+            return error
+    return ""
+
+
+async def _relay_sse(
+    upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer
+) -> AsyncIterator[bytes]:
+    parser = SSEFrameParser()
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+            for payload in parser.feed(chunk):
+                parsed = parse_json_payload(payload)
+                if parsed is not None:
+                    ctx.meter.observe(parsed)
+    except (asyncio.CancelledError, GeneratorExit):
+        ctx.error = "client disconnected"
+        raise
+    except httpx.HTTPError as exc:
+        ctx.error = f"upstream stream broke: {exc}"
+    finally:
+        await upstream.aclose()
+        ctx.meter.finish()
+        finalize(ctx)
+
+
+def stream_response(
+    iterator: AsyncIterator[bytes], status: int, content_type: str, headers: dict[str, str] | None = None
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(iterator, status=status, content_type=content_type)
+    for key, value in (headers or {}).items():
+        if key.lower() != "content-type":
+            response[key] = value
+    for key, value in STREAM_HEADERS.items():
+        response[key] = value
+    return response

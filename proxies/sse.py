@@ -1,0 +1,41 @@
+"""Server-sent events: reassemble frames across network chunks (never parse per chunk)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class SSEFrameParser:
+    """Feed raw bytes; get back the complete `data:` payloads seen so far."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        payloads: list[bytes] = []
+        while True:
+            end, sep_len = _frame_end(self._buffer)
+            if end < 0:
+                return payloads
+            frame, self._buffer = self._buffer[:end], self._buffer[end + sep_len :]
+            data = [line[5:].lstrip(b" ") for line in frame.splitlines() if line.startswith(b"data:")]
+            if data:
+                payloads.append(b"\n".join(data))
+
+
+def _frame_end(buffer: bytes) -> tuple[int, int]:
+    candidates = [(buffer.find(sep), len(sep)) for sep in (b"\n\n", b"\r\n\r\n")]
+    found = [c for c in candidates if c[0] >= 0]
+    return min(found) if found else (-1, 0)
+
+
+def parse_json_payload(payload: bytes) -> dict[str, Any] | None:
+    if payload.strip() == b"[DONE]":
+        return None
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,5 @@
+"""Management API routes (mounted under /api/manage/ by llamaproxy.manage_api)."""
+
+from ninja import Router
+
+router = Router()

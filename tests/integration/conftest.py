@@ -1,0 +1,187 @@
+"""The real stack for integration tests: `manage.py serve` with a temporary home and free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import free_port
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+FACES = ("dashboard", "api", "ollama", "lmstudio")
+PORT_VARIABLES = {
+    "dashboard": "LLAMAPROXY_DASHBOARD_PORT",
+    "api": "LLAMAPROXY_API_PORT",
+    "ollama": "LLAMAPROXY_OLLAMA_PORT",
+    "lmstudio": "LLAMAPROXY_LMSTUDIO_PORT",
+}
+
+
+@dataclass
+class Stack:
+    root: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+    descendants: list[int] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["LLAMAPROXY_HOME"])
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.env["LLAMAPROXY_MODELS_DIRS"])
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.env["LLAMAPROXY_LOG_DIR"])
+
+    def url(self, face: str = "api") -> str:
+        return f"http://127.0.0.1:{self.ports[face]}"
+
+    def admin_headers(self) -> dict[str, str]:
+        token = (self.home / "admin_token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
+
+    def manage(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def start(self, timeout: float = 60, expect_healthy: bool = True) -> None:
+        self.log_path = self.root / "serve.log"
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "serve"],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                response = httpx.get(self.url("dashboard") + "/health", timeout=5)
+                if response.status_code == 200 or (not expect_healthy and "components" in response.text):
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise RuntimeError(f"serve not healthy within {timeout}s: {last}\n{self.log_tail()}")
+
+    def all_processes(self) -> list[psutil.Process]:
+        """serve and everything it started (runners are in their own sessions: found by env)."""
+        found: dict[int, psutil.Process] = {}
+        if self.proc is not None:
+            try:
+                parent = psutil.Process(self.proc.pid)
+                found[parent.pid] = parent
+                for child in parent.children(recursive=True):
+                    found[child.pid] = child
+            except psutil.Error:
+                pass
+        home = str(self.home)
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                if home in cmdline or str(self.models_dir) in cmdline:
+                    found[proc.pid] = proc
+            except psutil.Error:
+                continue
+        return list(found.values())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        self.descendants = [p.pid for p in self.all_processes()]
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # Never leave anything behind, even when a test failed half-way.
+        for pid in self.descendants:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 60) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stack_env(root: Path, llama_server: Path, **overrides: str) -> tuple[dict[str, str], dict[str, int]]:
+    ports = {face: free_port() for face in FACES}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAPROXY_") and k != "REDIS_URL"}
+    env.update(
+        {
+            "LLAMAPROXY_HOME": str(root / "home"),
+            "LLAMAPROXY_LOG_DIR": str(root / "logs"),
+            "LLAMAPROXY_MODELS_DIRS": str(root / "models"),
+            "LLAMAPROXY_LLAMA_SERVER": str(llama_server),
+            "LLAMAPROXY_ENV_FILE": str(root / "none.env"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if "LLAMAPROXY_BUILD_CACHE" in os.environ:
+        env["LLAMAPROXY_BUILD_CACHE"] = os.environ["LLAMAPROXY_BUILD_CACHE"]
+    for face, port in ports.items():
+        env[PORT_VARIABLES[face]] = str(port)
+    env.update(overrides)
+    for face in FACES:
+        ports[face] = int(env[PORT_VARIABLES[face]])
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    return env, ports
+
+
+@pytest.fixture
+def make_stack(
+    tmp_path_factory: pytest.TempPathFactory, llama_server_binary: Path
+) -> Iterator[Callable[..., Stack]]:
+    """Factory: `make_stack(models={...}, LLAMAPROXY_MAX_LOADED_MODELS="2")` → a running Stack.
+
+    `models` maps a file name in the stack's models folder to a callable writing it (or a Path to copy).
+    """
+    stacks: list[Stack] = []
+
+    def factory(start: bool = True, setup: Callable[[Stack], None] | None = None, **overrides: str) -> Stack:
+        root = tmp_path_factory.mktemp("stack")
+        env, ports = stack_env(root, llama_server_binary, **overrides)
+        stack = Stack(root=root, env=env, ports=ports)
+        stacks.append(stack)
+        if setup is not None:
+            setup(stack)
+        if start:
+            stack.start()
+        return stack
+
+    yield factory
+    for stack in stacks:
+        stack.stop()
