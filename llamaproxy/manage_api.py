@@ -91,5 +91,13 @@ def _register_routers() -> None:
     api.add_router("/", runners_router)
     api.add_router("/", proxies_router)
 
+    from llamaproxy.auth_api import router as auth_router
+    from llamaproxy.settings_api import router as settings_router
+    from llamaproxy.system_api import router as system_router
+
+    api.add_router("/", auth_router)
+    api.add_router("/", settings_router)
+    api.add_router("/", system_router)
+
 
 _register_routers()

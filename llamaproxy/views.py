@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from llamaproxy.health import collect_health
+
+ASSET_CACHE = "public, max-age=31536000, immutable"  # Vite puts a content hash in each name
 
 
 async def health(request: HttpRequest) -> JsonResponse:
@@ -13,9 +18,68 @@ async def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=200 if healthy else 503)
 
 
-def dashboard_index(request: HttpRequest) -> HttpResponse:
-    """The built Vue app when there is one; otherwise a page that says how to reach the rest."""
-    index = settings.FRONTEND_DIST / "index.html"
+def _file_under(root: Path, relative: str) -> Path | None:
+    """`root/relative` when it is a file inside root (no `..`, no symlink out of it)."""
+    try:
+        base = root.resolve()
+        target = (base / relative).resolve()
+    except (OSError, ValueError):
+        return None
+    if not target.is_relative_to(base) or not target.is_file():
+        return None
+    return target
+
+
+def dashboard_index(request: HttpRequest, path: str = "") -> HttpResponse:
+    """The Vue app for every client-side route (and the few files at the top of dist/);
+    without a build, a page that says how to reach the rest."""
+    dist = Path(settings.FRONTEND_DIST)
+    if path and "/" not in path and path != "index.html":
+        top_file = _file_under(dist, path)
+        if top_file is not None:
+            return FileResponse(top_file.open("rb"))
+    index = dist / "index.html"
     if index.is_file():
-        return FileResponse(index.open("rb"), content_type="text/html")
+        response = FileResponse(index.open("rb"), content_type="text/html; charset=utf-8")
+        response["Cache-Control"] = "no-cache"
+        return response
     return render(request, "llamaproxy/no_frontend.html", {"ports": settings.LLAMAPROXY_PORTS})
+
+
+def frontend_asset(request: HttpRequest, path: str) -> HttpResponse:
+    """The built JS/CSS (`frontend/dist/assets/...`), safe against path traversal."""
+    target = _file_under(Path(settings.FRONTEND_DIST) / "assets", path)
+    if target is None:
+        raise Http404("no such asset")
+    response = FileResponse(target.open("rb"))
+    response["Cache-Control"] = ASSET_CACHE
+    return response
+
+
+async def playground_chat(request: HttpRequest) -> HttpResponse:
+    """The Playground's chat: the OpenAI face's chat completions behind the dashboard login, so the
+    browser needs no API key and no CORS (CSRF is checked by the middleware like any form)."""
+    from proxies.gateway import FaceError, acquire_runner, new_context, record_failure, resolve_model
+    from proxies.openai_face import face_error_response, openai_error, parse_body, send_to_runner
+    from proxies.openai_schemas import ChatCompletionRequest
+
+    if request.method != "POST":
+        return openai_error(405, "use POST")
+    user = await request.auser()
+    if not (user.is_authenticated and user.is_staff):
+        return openai_error(401, "log in to the dashboard first")
+    request.face = "playground"
+    ctx = new_context(request, "chat/completions")
+    try:
+        payload, parsed = parse_body(request, ChatCompletionRequest)
+        ctx.stream = bool(getattr(parsed, "stream", False))
+        model = await resolve_model(parsed.model, None)
+        payload["model"] = model.name
+        lease = await acquire_runner(model, ctx)
+    except FaceError as exc:
+        record_failure(ctx, exc)
+        return face_error_response(exc)
+    body = json.dumps(payload).encode()
+    return await send_to_runner(
+        lease, ctx, "POST", "/v1/chat/completions", body, {"content-type": "application/json"}
+    )

@@ -1,5 +1,219 @@
-"""Management API routes (mounted under /api/manage/ by llamaproxy.manage_api)."""
+"""Management API routes of the catalog (mounted under /api/manage/ by llamaproxy.manage_api).
 
-from ninja import Router
+Views stay thin: they call the services and let CatalogError become a 4xx naming the field
+(the handler is registered on the API in `register_error_handler`, from the app's ready()).
+"""
 
-router = Router()
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from ninja import Query, Router, Schema
+
+from models_catalog import backup, discovery, importer, services
+from models_catalog.errors import CatalogError
+from models_catalog.models import CatalogModel, ModelFolder
+from models_catalog.schemas import (
+    NULLABLE_PATCH_FIELDS,
+    AliasIn,
+    BackupOut,
+    DeletedOut,
+    DigestOut,
+    FolderIn,
+    FolderOut,
+    ImportIn,
+    ImportOut,
+    ModelDetailOut,
+    ModelOut,
+    ModelPatch,
+    RestoreOut,
+    ScanOut,
+)
+
+router = Router(tags=["catalog"])
+
+CAPABILITIES = ("completion", "tools", "vision", "embedding", "thinking")
+
+
+class ModelFilters(Schema):
+    q: str | None = None
+    architecture: str | None = None
+    quantization: str | None = None
+    capability: str | None = None
+    state: str | None = None
+    kind: str | None = None
+    enabled: bool | None = None
+    folder: str | None = None  # a folder id or path
+
+
+def _models() -> QuerySet[CatalogModel]:
+    return CatalogModel.objects.select_related("settings", "base", "folder").prefetch_related("aliases")
+
+
+@router.get("models", response=list[ModelOut], summary="List catalog entries (filterable)")
+def list_models(request: HttpRequest, filters: Query[ModelFilters]) -> Any:
+    models = _models()
+    if filters.q:
+        models = models.filter(
+            Q(name__icontains=filters.q)
+            | Q(display_name__icontains=filters.q)
+            | Q(path__icontains=filters.q)
+            | Q(aliases__alias__icontains=filters.q)
+        ).distinct()
+    if filters.capability:
+        if filters.capability not in CAPABILITIES:
+            raise CatalogError(f"must be one of {', '.join(CAPABILITIES)}", field="capability")
+        models = models.filter(**{f"cap_{filters.capability}": True})
+    if filters.state:
+        if filters.state not in CatalogModel.State.values:
+            raise CatalogError(f"must be one of {', '.join(CatalogModel.State.values)}", field="state")
+        models = models.filter(state=filters.state)
+    if filters.kind:
+        models = models.filter(kind=filters.kind)
+    if filters.architecture:
+        models = models.filter(architecture__iexact=filters.architecture)
+    if filters.quantization:
+        models = models.filter(quantization__iexact=filters.quantization)
+    if filters.enabled is not None:
+        models = models.filter(enabled=filters.enabled)
+    if filters.folder:
+        by = (
+            {"folder_id": int(filters.folder)}
+            if filters.folder.isdigit()
+            else {"folder__path": filters.folder}
+        )
+        models = models.filter(**by)
+    return list(models)
+
+
+@router.get("models/{name}", response=ModelDetailOut, summary="One catalog entry (by name or alias)")
+def get_model(request: HttpRequest, name: str) -> Any:
+    return _models().get(pk=services.get_model(name).pk)
+
+
+@router.patch(
+    "models/{name}", response=ModelDetailOut, summary="Change an entry's state, aliases or runner settings"
+)
+def update_model(request: HttpRequest, name: str, changes: ModelPatch) -> Any:
+    sent = changes.model_dump(exclude_unset=True)
+    for field, value in sent.items():
+        if value is None and field not in NULLABLE_PATCH_FIELDS:
+            raise CatalogError("cannot be null", field=field)
+    model = services.update_model(name, sent)
+    return _models().get(pk=model.pk)
+
+
+@router.post("models/{name}/aliases", response={201: ModelDetailOut}, summary="Add an alias")
+def add_alias(request: HttpRequest, name: str, body: AliasIn) -> Any:
+    model = services.add_alias(name, body.alias)
+    return 201, _models().get(pk=model.pk)
+
+
+@router.delete("models/{name}/aliases/{alias}", response=ModelDetailOut, summary="Remove an alias")
+def remove_alias(request: HttpRequest, name: str, alias: str) -> Any:
+    model = services.remove_alias(name, alias)
+    return _models().get(pk=model.pk)
+
+
+@router.delete(
+    "models/{name}", response=DeletedOut, summary="Remove a catalog entry (the file is never deleted)"
+)
+def delete_model(request: HttpRequest, name: str) -> Any:
+    return {"deleted": services.delete_model(name)}
+
+
+@router.post(
+    "models/{name}/digest", response=DigestOut, summary="Compute (or return) the sha256 digest of the file"
+)
+def model_digest(request: HttpRequest, name: str) -> Any:
+    model = services.get_model(name)
+    return {"name": model.name, "digest": services.ensure_digest(model)}
+
+
+@router.post("scan", response=ScanOut, summary="Scan the model folders now")
+def scan(request: HttpRequest, force: bool = False) -> Any:
+    return discovery.scan_models(force=force).as_dict()
+
+
+@router.get("folders", response=list[FolderOut], summary="The folders a scan covers")
+def list_folders(request: HttpRequest) -> Any:
+    discovery.catalog_folders()  # rows for LLAMAPROXY_MODELS_DIRS
+    return list(ModelFolder.objects.all())
+
+
+@router.post(
+    "folders", response={201: FolderOut}, summary="Add a model folder (scanned from the next scan on)"
+)
+def add_folder(request: HttpRequest, body: FolderIn) -> Any:
+    return 201, services.add_folder(body.path)
+
+
+@router.delete(
+    "folders/{folder_id}", response={204: None}, summary="Stop scanning a folder (its entries stay)"
+)
+def remove_folder(request: HttpRequest, folder_id: int) -> Any:
+    services.remove_folder(folder_id)
+    return 204, None
+
+
+@router.get("export", summary="The catalog and every setting, as one JSON document (the backup format)")
+def export(request: HttpRequest) -> dict[str, Any]:
+    return backup.export_catalog()
+
+
+@router.post("import", response=ImportOut, summary="Import seed / llama-runner config documents (atomic)")
+def import_configs(request: HttpRequest, body: ImportIn) -> Any:
+    configs = [importer.ConfigFile(f"configs.{i}", data) for i, data in enumerate(body.configs)]
+    try:
+        return importer.import_configs(configs, dry_run=body.dry_run).as_dict()
+    except importer.ConfigImportError as exc:
+        field = ".".join(part for part in (exc.source, exc.field) if part)
+        raise CatalogError(str(exc), field=field) from None
+
+
+@router.get("backups", response=list[BackupOut], summary="Backups, newest first")
+def list_backups(request: HttpRequest) -> Any:
+    return [_backup_out(path.name, path.stat().st_size) for path in backup.list_backups()]
+
+
+@router.post("backups", response={201: BackupOut}, summary="Write a backup now")
+def create_backup(request: HttpRequest) -> Any:
+    path = backup.write_backup(reason="manual")
+    return 201, _backup_out(path.name, path.stat().st_size)
+
+
+@router.get("backups/{name}", summary="Download a backup", response={200: dict[str, Any]})
+def download_backup(request: HttpRequest, name: str) -> HttpResponse:
+    path = backup.backup_path(name)
+    response = HttpResponse(path.read_bytes(), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{path.name}"'
+    return response
+
+
+@router.post("backups/{name}/restore", response=RestoreOut, summary="Restore the catalog from a backup")
+def restore_backup(request: HttpRequest, name: str) -> Any:
+    return backup.restore_catalog(backup.load_document(backup.backup_path(name)))
+
+
+_BACKUP_PARTS = re.compile(r"^catalog-(\d{8}T\d{6}\.\d{6})Z-(.+)\.json$")
+
+
+def _backup_out(name: str, size: int) -> dict[str, Any]:
+    match = _BACKUP_PARTS.match(name)
+    stamp, reason = (match[1], match[2]) if match else ("19700101T000000.000000", "")
+    created = datetime.strptime(stamp, "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC)
+    return {"name": name, "size": size, "created_at": created, "reason": reason}
+
+
+def register_error_handler() -> None:
+    """Make CatalogError a 4xx in the manage API's error shape (called from the app's ready())."""
+    from llamaproxy.manage_api import api, error_response
+
+    def handle(request: HttpRequest, exc: CatalogError) -> HttpResponse:
+        return error_response(request, exc.status, str(exc), exc.field)
+
+    api.add_exception_handler(CatalogError, handle)

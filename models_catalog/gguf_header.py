@@ -23,7 +23,19 @@ MAX_KV_COUNT = 1_000_000
 MAX_TENSOR_COUNT = 10_000_000
 
 # GGUF value types: struct format of the scalar ones
-_SCALARS: dict[int, str] = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_SCALARS: dict[int, str] = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
 _STRING, _ARRAY = 8, 9
 
 
@@ -86,14 +98,15 @@ class _Cursor:
         return raw.decode("utf-8", errors="replace")
 
     def skip_strings(self, count: int) -> None:
-        fmt = self.order + "Q"
-        data, pos, size = self.data, self.pos, self.size
-        for _ in range(count):
-            if pos + 8 > size:
-                raise GGUFHeaderError("the header is truncated (in a string array)")
-            (length,) = struct.unpack_from(fmt, data, pos)
-            pos += 8 + length
-        if pos > size:
+        # The hot loop of a scan (a vocabulary is 30k-250k strings): no per-item bounds check;
+        # unpack_from raises past the end, and the final position is checked once.
+        unpack, fmt, data, pos = struct.unpack_from, self.order + "Q", self.data, self.pos
+        try:
+            for _ in range(count):
+                pos += 8 + unpack(fmt, data, pos)[0]
+        except struct.error:
+            raise GGUFHeaderError("the header is truncated (in a string array)") from None
+        if pos > self.size:
             raise GGUFHeaderError("the header is truncated (in a string array)")
         self.pos = pos
 

@@ -39,8 +39,16 @@ class CatalogModel(models.Model):
 
     # The id clients use (`model` in requests); unique across names and aliases.
     name = models.CharField(max_length=200, unique=True)
-    path = models.CharField(
-        max_length=1024, unique=True, help_text="GGUF file (the first part of a split model)"
+    path = models.CharField(max_length=1024, help_text="GGUF file (the first part of a split model)")
+    # A variant shares its base's file with settings of its own (e.g. one GGUF at two context sizes);
+    # a path has one entry without a base, and the scan keeps every entry of a path up to date.
+    base = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="variants",
+        verbose_name="variant of",
     )
     folder = models.ForeignKey(
         ModelFolder, null=True, blank=True, on_delete=models.SET_NULL, related_name="models"
@@ -79,6 +87,13 @@ class CatalogModel(models.Model):
     cap_vision = models.BooleanField("vision", default=False)
     cap_embedding = models.BooleanField("embedding", default=False)
     cap_thinking = models.BooleanField("thinking", default=False)
+    # Set by hand or by an import's `has_tools`; None = decided from the chat template.
+    tools_override = models.BooleanField(
+        "tools (override)",
+        null=True,
+        blank=True,
+        help_text="Force the tools capability on or off; empty = from the chat template",
+    )
     mmproj_path = models.CharField(max_length=1024, blank=True, default="")
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -87,6 +102,11 @@ class CatalogModel(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "model"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["path"], condition=models.Q(base__isnull=True), name="catalog_one_base_entry_per_path"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -127,6 +147,12 @@ class RunnerSettings(models.Model):
 
     model = models.OneToOneField(CatalogModel, on_delete=models.CASCADE, related_name="settings")
     runtime = models.CharField(max_length=32, choices=Runtime.choices, default=Runtime.LLAMA_SERVER)
+    server_binary = models.CharField(
+        max_length=1024,
+        blank=True,
+        default="",
+        help_text="A llama-server (or whisper-server) binary to use instead of the installed one; empty = installed",
+    )
     custom_command = models.TextField(
         blank=True,
         default="",
@@ -171,3 +197,16 @@ class RunnerSettings(models.Model):
             errors["custom_command"] = "a custom command needs the {port} placeholder"
         if errors:
             raise ValidationError(errors)
+
+
+class AppSetting(models.Model):
+    """Global values imported from the seed configs (`default_model`, `max_loaded_models`, ...)."""
+
+    key = models.CharField(max_length=64, unique=True)
+    value = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value!r}"

@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 
+class ParameterError(ValueError):
+    """A parameter value that cannot be used; `name` is the parameter's canonical name."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Param:
     flag: str
@@ -19,6 +27,14 @@ class Param:
     minimum: float | None = None
 
     def validate(self, name: str, value: Any) -> Any:
+        try:
+            return self._validate(name, value)
+        except ParameterError:
+            raise
+        except ValueError as exc:
+            raise ParameterError(name, str(exc)) from None
+
+    def _validate(self, name: str, value: Any) -> Any:
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
@@ -54,6 +70,8 @@ class Param:
             if self.minimum is not None and number < self.minimum:
                 raise ValueError(f"{name} must be at least {self.minimum:g}")
             return number
+        if isinstance(value, bool) and self.choices and {"on", "off"} <= set(self.choices):
+            return "on" if value else "off"  # older configs write `"flash-attn": true`
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{name} must be a non-empty text")
         if self.choices and value not in self.choices:
@@ -94,6 +112,25 @@ LLAMA_SERVER_PARAMS: dict[str, Param] = {
     "reasoning_format": Param(
         "--reasoning-format", str, "How thinking is returned", choices=("none", "deepseek", "auto")
     ),
+    "reasoning_budget": Param(
+        "--reasoning-budget", int, "Thinking budget (-1 = unlimited, 0 = off)", minimum=-1
+    ),
+    "no_kv_offload": Param("--no-kv-offload", bool, "Keep the KV cache in system memory"),
+    "override_tensor": Param(
+        "--override-tensor", str, "Tensor buffer overrides, e.g. (up_exps|down_exps)=CPU"
+    ),
+    "n_cpu_moe": Param("--n-cpu-moe", int, "MoE expert layers kept on the CPU", minimum=0),
+    "main_gpu": Param("--main-gpu", int, "GPU used for the model (split mode none)", minimum=0),
+    "split_mode": Param("--split-mode", str, "How to split across GPUs", choices=("none", "layer", "row")),
+    "tensor_split": Param("--tensor-split", str, "Fraction of the model per GPU, e.g. 3,1"),
+    "rope_scale": Param("--rope-scale", float, "RoPE context scaling factor", minimum=0),
+    "yarn_orig_ctx": Param("--yarn-orig-ctx", int, "YaRN: the model's original context size", minimum=0),
+    "model_draft": Param("--model-draft", str, "Draft model for speculative decoding"),
+    "draft_max": Param("--draft-max", int, "Tokens drafted per step", minimum=0),
+    "chat_template_file": Param(
+        "--chat-template-file", str, "A Jinja chat template file to use instead of the model's"
+    ),
+    "swa_full": Param("--swa-full", bool, "Full-size sliding-window attention cache"),
 }
 
 SAMPLING_PARAMS: dict[str, Param] = {
@@ -105,6 +142,8 @@ SAMPLING_PARAMS: dict[str, Param] = {
     "presence_penalty": Param("", float, "Presence penalty"),
     "frequency_penalty": Param("", float, "Frequency penalty"),
     "max_tokens": Param("", int, "Default maximum tokens", minimum=1),
+    "repeat_last_n": Param("", int, "Tokens considered by the repetition penalty", minimum=-1),
+    "typical_p": Param("", float, "Locally typical sampling", minimum=0),
 }
 
 # Names used by the seed project's config files and by llama.cpp's CLI spelled differently.
@@ -120,6 +159,21 @@ PARAM_ALIASES = {
     "temp": "temperature",
     "embedding": "embeddings",
     "cache_type": "cache_type_k",
+    "fa": "flash_attn",
+    "c": "ctx_size",
+    "t": "threads",
+    "b": "batch_size",
+    "ub": "ubatch_size",
+    "np": "parallel",
+    "ot": "override_tensor",
+    "nkvo": "no_kv_offload",
+    "ctk": "cache_type_k",
+    "ctv": "cache_type_v",
+    "num_ctx": "ctx_size",
+    "num_gpu": "n_gpu_layers",
+    "num_thread": "threads",
+    "num_batch": "batch_size",
+    "num_predict": "max_tokens",
 }
 
 
@@ -131,13 +185,15 @@ def canonical_name(name: str) -> str:
 def validate_parameters(values: dict[str, Any]) -> dict[str, Any]:
     """Known llama-server parameters, by canonical name; raises ValueError naming the field."""
     if not isinstance(values, dict):
-        raise ValueError("parameters must be an object of name → value")
+        raise ParameterError("", "parameters must be an object of name → value")
     clean: dict[str, Any] = {}
     for raw_name, value in values.items():
         name = canonical_name(raw_name)
         spec = LLAMA_SERVER_PARAMS.get(name)
         if spec is None:
-            raise ValueError(f"{raw_name}: unknown llama-server parameter (put other flags in extra_args)")
+            raise ParameterError(
+                name, f"{raw_name}: unknown llama-server parameter (put other flags in extra_args)"
+            )
         if value is None:
             continue
         clean[name] = spec.validate(name, value)
@@ -146,13 +202,15 @@ def validate_parameters(values: dict[str, Any]) -> dict[str, Any]:
 
 def validate_sampling(values: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(values, dict):
-        raise ValueError("sampling must be an object of name → value")
+        raise ParameterError("", "sampling must be an object of name → value")
     clean: dict[str, Any] = {}
     for raw_name, value in values.items():
         name = canonical_name(raw_name)
         spec = SAMPLING_PARAMS.get(name)
         if spec is None:
-            raise ValueError(f"{raw_name}: unknown sampling parameter ({', '.join(SAMPLING_PARAMS)})")
+            raise ParameterError(
+                name, f"{raw_name}: unknown sampling parameter ({', '.join(SAMPLING_PARAMS)})"
+            )
         if value is not None:
             clean[name] = spec.validate(name, value)
     return clean

@@ -60,7 +60,7 @@ def context_size(shape: ModelShape, parameters: Mapping[str, Any]) -> int:
 
 
 def kv_cache_bytes(shape: ModelShape, parameters: Mapping[str, Any]) -> int:
-    """K and V for every layer and cell: n_layers × ctx × n_embd_kv × bytes per element, each."""
+    """K and V for every layer and cell: n_layers * ctx * n_embd_kv * bytes per element, each."""
     if not (shape.block_count and shape.embedding_length):
         return 0
     heads = shape.head_count or 1

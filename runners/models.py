@@ -34,6 +34,11 @@ class Runner(models.Model):
         null=True, blank=True, help_text="Idle TTL in force (request-level override)"
     )
     memory_estimate = models.BigIntegerField(null=True, blank=True)
+    # Which start this row describes: events and the gateway's safety poll match on it.
+    attempt = models.CharField(max_length=32, blank=True, default="")
+    parameters = models.JSONField(
+        default=dict, blank=True, help_text="Request-level runner parameters in force"
+    )
     failure_reason = models.TextField(blank=True, default="")
     log_excerpt = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)

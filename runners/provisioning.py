@@ -223,7 +223,11 @@ def installed_binary(kind: str) -> Path | None:
         return target
     cached = cached_path(kind)
     if _is_executable(cached):
-        _copy_atomic(cached, target)
+        try:
+            _copy_atomic(cached, target)
+        except OSError:
+            # A read-only data dir must not hide a good binary: run the cache's copy then.
+            return cached
         return target
     return None
 
@@ -265,8 +269,10 @@ def ensure_binary(kind: str, progress: Progress | None = None, force: bool = Fal
         built = _build(spec, report)
         _copy_atomic(built, cached_path(kind))
         _copy_atomic(built, installed_path(kind))
-        # The build dir is only scratch once the static binary is out: give the disk space back.
+        # Build dir and extracted tree (200 MB for llama.cpp) are scratch once the static binary
+        # is out; the kept tarball is enough to build again.
         shutil.rmtree(build_dir_path(kind), ignore_errors=True)
+        shutil.rmtree(cache_dir() / "src" / spec.src_name, ignore_errors=True)
         report(f"installed {installed_path(kind)}")
     return installed_path(kind)
 
@@ -290,11 +296,11 @@ def _build_lock(report: Progress) -> Iterator[None]:
 
 def _build(spec: BuildSpec, report: Progress) -> Path:
     """Download, extract, configure and compile; returns the fresh binary in the build dir."""
-    for tool in ("cmake", "c++"):
-        if shutil.which(tool) is None:
-            raise ProvisioningError(
-                f"`{tool}` is not on PATH: install cmake and a C++ compiler (build-essential)"
-            )
+    if shutil.which("cmake") is None:
+        raise ProvisioningError("`cmake` is not on PATH: install cmake (and a C++ compiler, build-essential)")
+    compilers = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
+    if not any(shutil.which(compiler) for compiler in compilers if compiler):
+        raise ProvisioningError("no C++ compiler on PATH: install build-essential (or set CXX)")
     build_dir = build_dir_path(spec.kind)
     log_path = build_log_path(spec.kind)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -481,12 +487,24 @@ def _copy_whisper_assets(whisper_tree: Path) -> None:
 
 
 def _keep_whisper_assets(spec: BuildSpec) -> None:
-    """A binary that came from the cache still brings its test assets, from the kept sources."""
-    if spec.kind != WHISPER_SERVER or (whisper_test_assets_dir() / WHISPER_TEST_MODEL).is_file():
+    """A binary that came from the cache still brings its test assets, from the kept tarball."""
+    target = whisper_test_assets_dir() / WHISPER_TEST_MODEL
+    if spec.kind != WHISPER_SERVER or target.is_file():
         return
-    tree = cache_dir() / "src" / spec.src_name / spec.tree
-    if tree.is_dir():
-        _copy_whisper_assets(tree)
+    tarball = find_sdist(cache_dir() / "sources", spec)
+    if tarball is None:
+        return
+    wanted = f"/{spec.tree}/models/{WHISPER_TEST_MODEL}"
+    with tarfile.open(tarball) as archive:
+        member = next((m for m in archive if m.isfile() and f"/{m.name}".endswith(wanted)), None)
+        data = archive.extractfile(member) if member is not None else None
+        if data is None:
+            return
+        with data, tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".assets-") as scratch:
+            extracted = Path(scratch) / WHISPER_TEST_MODEL
+            with extracted.open("wb") as out:
+                shutil.copyfileobj(data, out)
+            _copy_atomic(extracted, target, mode=0o644)
 
 
 # --- versions ---------------------------------------------------------------------------------

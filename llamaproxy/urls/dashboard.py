@@ -1,7 +1,7 @@
-"""Port 8080: dashboard, admin, management API, health."""
+"""Port 8080: dashboard (the Vue app and its assets), admin, management API, playground, health."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
 from llamaproxy import views
 from llamaproxy.manage_api import api as manage_api
@@ -9,6 +9,11 @@ from llamaproxy.manage_api import api as manage_api
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/manage/", manage_api.urls),
+    path("api/playground/v1/chat/completions", views.playground_chat, name="playground-chat"),
     path("health", views.health, name="health"),
+    path("assets/<path:path>", views.frontend_asset, name="frontend-asset"),
     path("", views.dashboard_index, name="dashboard"),
+    # Client-side routes of the Vue app (/models/x, /activity, ...): everything else that is not
+    # a server route gets index.html.
+    re_path(r"^(?!admin/|api/|health$|ws/|static/|assets/)(?P<path>.+)$", views.dashboard_index),
 ]

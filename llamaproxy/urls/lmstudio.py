@@ -4,9 +4,11 @@ from django.urls import path
 
 from llamaproxy import views
 from proxies import openai_face
+from proxies.lmstudio import views as lmstudio
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("", lmstudio.api.urls),
     path("", openai_face.api.urls),
 ]
 

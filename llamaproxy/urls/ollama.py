@@ -4,11 +4,14 @@ from django.urls import path
 
 from llamaproxy import views
 from proxies import openai_face
+from proxies.ollama import views as ollama
 
 urlpatterns = [
+    path("", ollama.root, name="ollama-root"),
     path("health", views.health, name="health"),
+    path("", ollama.api.urls),
     path("", openai_face.api.urls),
 ]
 
-handler404 = "proxies.openai_face.not_found"
-handler500 = "proxies.openai_face.server_error"
+handler404 = "proxies.ollama.views.not_found"
+handler500 = "proxies.ollama.views.server_error"

@@ -5,104 +5,232 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='CatalogModel',
+            name="CatalogModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('path', models.CharField(help_text='GGUF file (the first part of a split model)', max_length=1024, unique=True)),
-                ('kind', models.CharField(choices=[('llm', 'Language model'), ('embedding', 'Embedding model'), ('whisper', 'Whisper (speech to text)')], default='llm', max_length=16)),
-                ('state', models.CharField(choices=[('available', 'Available'), ('missing', 'File missing'), ('error', 'Unreadable')], default='available', max_length=16)),
-                ('error', models.TextField(blank=True, default='')),
-                ('source', models.CharField(choices=[('scan', 'Discovered by a scan'), ('import', 'Imported from a config file'), ('manual', 'Added by hand')], default='scan', max_length=16)),
-                ('enabled', models.BooleanField(default=True)),
-                ('size_bytes', models.BigIntegerField(default=0, help_text='All parts of a split model together')),
-                ('mtime', models.DateTimeField(blank=True, null=True)),
-                ('split_count', models.PositiveIntegerField(default=1)),
-                ('digest', models.CharField(blank=True, default='', max_length=71)),
-                ('digest_mtime', models.FloatField(blank=True, null=True)),
-                ('architecture', models.CharField(blank=True, default='', max_length=64)),
-                ('display_name', models.CharField(blank=True, default='', max_length=256)),
-                ('size_label', models.CharField(blank=True, default='', max_length=32)),
-                ('parameter_count', models.BigIntegerField(blank=True, null=True)),
-                ('file_type', models.IntegerField(blank=True, null=True)),
-                ('quantization', models.CharField(blank=True, default='', max_length=32)),
-                ('context_length', models.PositiveIntegerField(blank=True, null=True)),
-                ('embedding_length', models.PositiveIntegerField(blank=True, null=True)),
-                ('block_count', models.PositiveIntegerField(blank=True, null=True)),
-                ('head_count', models.PositiveIntegerField(blank=True, null=True)),
-                ('head_count_kv', models.PositiveIntegerField(blank=True, null=True)),
-                ('chat_template', models.TextField(blank=True, default='')),
-                ('metadata', models.JSONField(blank=True, default=dict, help_text='Other scalar GGUF keys')),
-                ('cap_completion', models.BooleanField(default=True, verbose_name='completion')),
-                ('cap_tools', models.BooleanField(default=False, verbose_name='tools')),
-                ('cap_vision', models.BooleanField(default=False, verbose_name='vision')),
-                ('cap_embedding', models.BooleanField(default=False, verbose_name='embedding')),
-                ('cap_thinking', models.BooleanField(default=False, verbose_name='thinking')),
-                ('mmproj_path', models.CharField(blank=True, default='', max_length=1024)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "path",
+                    models.CharField(
+                        help_text="GGUF file (the first part of a split model)", max_length=1024, unique=True
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("llm", "Language model"),
+                            ("embedding", "Embedding model"),
+                            ("whisper", "Whisper (speech to text)"),
+                        ],
+                        default="llm",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("available", "Available"),
+                            ("missing", "File missing"),
+                            ("error", "Unreadable"),
+                        ],
+                        default="available",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True, default="")),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("scan", "Discovered by a scan"),
+                            ("import", "Imported from a config file"),
+                            ("manual", "Added by hand"),
+                        ],
+                        default="scan",
+                        max_length=16,
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "size_bytes",
+                    models.BigIntegerField(default=0, help_text="All parts of a split model together"),
+                ),
+                ("mtime", models.DateTimeField(blank=True, null=True)),
+                ("split_count", models.PositiveIntegerField(default=1)),
+                ("digest", models.CharField(blank=True, default="", max_length=71)),
+                ("digest_mtime", models.FloatField(blank=True, null=True)),
+                ("architecture", models.CharField(blank=True, default="", max_length=64)),
+                ("display_name", models.CharField(blank=True, default="", max_length=256)),
+                ("size_label", models.CharField(blank=True, default="", max_length=32)),
+                ("parameter_count", models.BigIntegerField(blank=True, null=True)),
+                ("file_type", models.IntegerField(blank=True, null=True)),
+                ("quantization", models.CharField(blank=True, default="", max_length=32)),
+                ("context_length", models.PositiveIntegerField(blank=True, null=True)),
+                ("embedding_length", models.PositiveIntegerField(blank=True, null=True)),
+                ("block_count", models.PositiveIntegerField(blank=True, null=True)),
+                ("head_count", models.PositiveIntegerField(blank=True, null=True)),
+                ("head_count_kv", models.PositiveIntegerField(blank=True, null=True)),
+                ("chat_template", models.TextField(blank=True, default="")),
+                ("metadata", models.JSONField(blank=True, default=dict, help_text="Other scalar GGUF keys")),
+                ("cap_completion", models.BooleanField(default=True, verbose_name="completion")),
+                ("cap_tools", models.BooleanField(default=False, verbose_name="tools")),
+                ("cap_vision", models.BooleanField(default=False, verbose_name="vision")),
+                ("cap_embedding", models.BooleanField(default=False, verbose_name="embedding")),
+                ("cap_thinking", models.BooleanField(default=False, verbose_name="thinking")),
+                ("mmproj_path", models.CharField(blank=True, default="", max_length=1024)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'model',
-                'ordering': ['name'],
+                "verbose_name": "model",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ModelFolder',
+            name="ModelFolder",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('path', models.CharField(max_length=1024, unique=True)),
-                ('enabled', models.BooleanField(default=True)),
-                ('last_scanned_at', models.DateTimeField(blank=True, null=True)),
-                ('last_scan_error', models.TextField(blank=True, default='')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("path", models.CharField(max_length=1024, unique=True)),
+                ("enabled", models.BooleanField(default=True)),
+                ("last_scanned_at", models.DateTimeField(blank=True, null=True)),
+                ("last_scan_error", models.TextField(blank=True, default="")),
             ],
             options={
-                'ordering': ['path'],
+                "ordering": ["path"],
             },
         ),
         migrations.CreateModel(
-            name='ModelAlias',
+            name="ModelAlias",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('alias', models.CharField(max_length=200, unique=True)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='aliases', to='models_catalog.catalogmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("alias", models.CharField(max_length=200, unique=True)),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="aliases",
+                        to="models_catalog.catalogmodel",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'model aliases',
-                'ordering': ['alias'],
+                "verbose_name_plural": "model aliases",
+                "ordering": ["alias"],
             },
         ),
         migrations.AddField(
-            model_name='catalogmodel',
-            name='folder',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='models', to='models_catalog.modelfolder'),
+            model_name="catalogmodel",
+            name="folder",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="models",
+                to="models_catalog.modelfolder",
+            ),
         ),
         migrations.CreateModel(
-            name='RunnerSettings',
+            name="RunnerSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('runtime', models.CharField(choices=[('llama-server', 'llama-server'), ('whisper-server', 'whisper-server'), ('custom', 'Custom command')], default='llama-server', max_length=32)),
-                ('custom_command', models.TextField(blank=True, default='', help_text='For the custom runtime: a command line with {port} and {model} placeholders')),
-                ('parameters', models.JSONField(blank=True, default=dict, help_text='llama-server parameters by name')),
-                ('extra_args', models.JSONField(blank=True, default=list, help_text='Further arguments, as a list')),
-                ('sampling', models.JSONField(blank=True, default=dict, help_text='Default sampling values for requests')),
-                ('ttl_seconds', models.PositiveIntegerField(blank=True, help_text='Idle seconds before the runner stops (empty = global default, 0 = never)', null=True)),
-                ('pinned', models.BooleanField(default=False, help_text='Never evicted to make room')),
-                ('group', models.CharField(blank=True, default='', help_text='Runners in an exclusive group swap each other out', max_length=64)),
-                ('exclusive', models.BooleanField(default=False, help_text='While this runs, no other model of its group runs')),
-                ('preload', models.BooleanField(default=False, help_text='Started when llamaproxy starts')),
-                ('model', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='settings', to='models_catalog.catalogmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "runtime",
+                    models.CharField(
+                        choices=[
+                            ("llama-server", "llama-server"),
+                            ("whisper-server", "whisper-server"),
+                            ("custom", "Custom command"),
+                        ],
+                        default="llama-server",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "custom_command",
+                    models.TextField(
+                        blank=True,
+                        default="",
+                        help_text="For the custom runtime: a command line with {port} and {model} placeholders",
+                    ),
+                ),
+                (
+                    "parameters",
+                    models.JSONField(blank=True, default=dict, help_text="llama-server parameters by name"),
+                ),
+                (
+                    "extra_args",
+                    models.JSONField(blank=True, default=list, help_text="Further arguments, as a list"),
+                ),
+                (
+                    "sampling",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Default sampling values for requests"
+                    ),
+                ),
+                (
+                    "ttl_seconds",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Idle seconds before the runner stops (empty = global default, 0 = never)",
+                        null=True,
+                    ),
+                ),
+                ("pinned", models.BooleanField(default=False, help_text="Never evicted to make room")),
+                (
+                    "group",
+                    models.CharField(
+                        blank=True,
+                        default="",
+                        help_text="Runners in an exclusive group swap each other out",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "exclusive",
+                    models.BooleanField(
+                        default=False, help_text="While this runs, no other model of its group runs"
+                    ),
+                ),
+                ("preload", models.BooleanField(default=False, help_text="Started when llamaproxy starts")),
+                (
+                    "model",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="settings",
+                        to="models_catalog.catalogmodel",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'runner settings',
+                "verbose_name_plural": "runner settings",
             },
         ),
     ]

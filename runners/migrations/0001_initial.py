@@ -5,38 +5,77 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('models_catalog', '0001_initial'),
+        ("models_catalog", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Runner',
+            name="Runner",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('stopped', 'Stopped'), ('starting', 'Starting'), ('ready', 'Ready'), ('stopping', 'Stopping'), ('failed', 'Failed')], default='stopped', max_length=16)),
-                ('node', models.CharField(blank=True, default='', help_text='Queue of the node agent hosting it', max_length=200)),
-                ('host', models.CharField(blank=True, default='', max_length=255)),
-                ('port', models.PositiveIntegerField(blank=True, null=True)),
-                ('pid', models.PositiveIntegerField(blank=True, null=True)),
-                ('pid_started', models.FloatField(blank=True, help_text='Process create time (pids get reused)', null=True)),
-                ('args', models.JSONField(blank=True, default=list)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('ready_at', models.DateTimeField(blank=True, null=True)),
-                ('stopped_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('ttl_seconds', models.PositiveIntegerField(blank=True, help_text='Idle TTL in force (request-level override)', null=True)),
-                ('memory_estimate', models.BigIntegerField(blank=True, null=True)),
-                ('failure_reason', models.TextField(blank=True, default='')),
-                ('log_excerpt', models.TextField(blank=True, default='')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('model', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='runner', to='models_catalog.catalogmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("stopped", "Stopped"),
+                            ("starting", "Starting"),
+                            ("ready", "Ready"),
+                            ("stopping", "Stopping"),
+                            ("failed", "Failed"),
+                        ],
+                        default="stopped",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "node",
+                    models.CharField(
+                        blank=True, default="", help_text="Queue of the node agent hosting it", max_length=200
+                    ),
+                ),
+                ("host", models.CharField(blank=True, default="", max_length=255)),
+                ("port", models.PositiveIntegerField(blank=True, null=True)),
+                ("pid", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "pid_started",
+                    models.FloatField(
+                        blank=True, help_text="Process create time (pids get reused)", null=True
+                    ),
+                ),
+                ("args", models.JSONField(blank=True, default=list)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("ready_at", models.DateTimeField(blank=True, null=True)),
+                ("stopped_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "ttl_seconds",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Idle TTL in force (request-level override)", null=True
+                    ),
+                ),
+                ("memory_estimate", models.BigIntegerField(blank=True, null=True)),
+                ("failure_reason", models.TextField(blank=True, default="")),
+                ("log_excerpt", models.TextField(blank=True, default="")),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "model",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="runner",
+                        to="models_catalog.catalogmodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['model__name'],
+                "ordering": ["model__name"],
             },
         ),
     ]

@@ -33,11 +33,9 @@ def command_env(home: Path, **extra: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if key not in ("LLAMAPROXY_LLAMA_SERVER", "LLAMAPROXY_WHISPER_SERVER")
     }
-    env.update(
-        LLAMAPROXY_HOME=str(home),
-        LLAMAPROXY_BUILD_CACHE=str(Path(settings.LLAMAPROXY_BUILD_CACHE).expanduser()),
-        **extra,
-    )
+    env["LLAMAPROXY_HOME"] = str(home)
+    env["LLAMAPROXY_BUILD_CACHE"] = str(Path(settings.LLAMAPROXY_BUILD_CACHE).expanduser())
+    env.update(extra)
     return env
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -220,6 +221,18 @@ def test_cache_hit_is_copied_into_the_data_dir(dirs: tuple[Path, Path], no_build
     assert not [p for p in binary.parent.iterdir() if p.name.startswith(".")], "no temporary file left"
 
 
+def test_unwritable_data_dir_falls_back_to_the_cache(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = write_script(cached_path(LLAMA_SERVER), "exit 0")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(provisioning, "_copy_atomic", read_only)
+    assert installed_binary(LLAMA_SERVER) == cached
+
+
 def test_second_ensure_is_instant(dirs: tuple[Path, Path], no_build: None) -> None:
     write_script(cached_path(LLAMA_SERVER), "exit 0")
     first = ensure_binary(LLAMA_SERVER)
@@ -238,10 +251,13 @@ def test_binary_of_another_cpu_is_never_reused(dirs: tuple[Path, Path]) -> None:
 def test_whisper_cache_hit_restores_test_assets(dirs: tuple[Path, Path], no_build: None) -> None:
     _, cache = dirs
     write_script(cached_path(WHISPER_SERVER), "exit 0")
-    spec = SPECS[WHISPER_SERVER]
-    model = cache / "src" / spec.src_name / spec.tree / "models" / provisioning.WHISPER_TEST_MODEL
-    model.parent.mkdir(parents=True)
+    # A stand-in for the kept sdist, with the test model where pywhispercpp keeps it.
+    sources = cache / "sources"
+    sources.mkdir(parents=True)
+    model = sources / provisioning.WHISPER_TEST_MODEL
     model.write_bytes(b"lmgg")
+    with tarfile.open(sources / "pywhispercpp-1.5.1.tar.gz", "w:gz") as archive:
+        archive.add(model, f"pywhispercpp-1.5.1/whisper.cpp/models/{provisioning.WHISPER_TEST_MODEL}")
     ensure_binary(WHISPER_SERVER)
     assets = provisioning.whisper_test_assets_dir()
     assert assets == cache / "whisper-test-assets"

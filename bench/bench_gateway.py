@@ -1,0 +1,226 @@
+"""Gateway overhead: direct llama-server vs llamaproxy vs llama.cpp's router mode, one run.
+
+- added latency p50/p99 of short non-streamed completions (target: p50 ≤ 1 ms over direct)
+- streamed tokens/s at 1, 8 and 64 concurrent streams (target: ≥ 98% of direct)
+
+Usage: .venv/bin/python bench/bench_gateway.py [--requests 200] [--tokens 64]
+Writes bench/results/gateway.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llamaproxy.settings")
+
+from bench.common import free_port, llama_server_binary, start_stack, wait_http, write_results  # noqa: E402
+
+MODEL = "bench-small"
+PARALLEL = 64  # llama-server slots, the same for every contender
+
+
+async def latency(url: str, model: str, requests: int) -> list[float]:
+    body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+    samples = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(10):  # warm-up: connections, caches
+            (await client.post(url + "/v1/completions", json=body)).raise_for_status()
+        for _ in range(requests):
+            began = time.perf_counter()
+            response = await client.post(url + "/v1/completions", json=body)
+            samples.append((time.perf_counter() - began) * 1000)
+            response.raise_for_status()
+    return samples
+
+
+async def stream_rate(url: str, model: str, streams: int, tokens: int) -> float:
+    """Total tokens/s across `streams` concurrent streamed completions of `tokens` tokens each."""
+    body = {"model": model, "prompt": "Tell me", "max_tokens": tokens, "stream": True, "ignore_eos": True}
+
+    async def one(client: httpx.AsyncClient) -> int:
+        count = 0
+        async with client.stream("POST", url + "/v1/completions", json=body) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    count += 1
+        return count
+
+    limits = httpx.Limits(max_connections=streams + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        await one(client)  # warm-up
+        began = time.perf_counter()
+        counts = await asyncio.gather(*(one(client) for _ in range(streams)))
+        elapsed = time.perf_counter() - began
+    return sum(counts) / elapsed
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(url: str, model: str, requests: int, tokens: int, concurrency: list[int]) -> dict:
+    samples = await latency(url, model, requests)
+    result = {
+        "latency_ms": {
+            "p50": percentile(samples, 0.5),
+            "p99": percentile(samples, 0.99),
+            "mean": statistics.mean(samples),
+        },
+        "stream_tokens_per_second": {},
+    }
+    for streams in concurrency:
+        result["stream_tokens_per_second"][str(streams)] = await stream_rate(url, model, streams, tokens)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--concurrency", default="1,8,64")
+    args = parser.parse_args()
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+
+    binary = llama_server_binary()
+    work = Path(tempfile.mkdtemp(prefix="llamaproxy-bench-"))
+    models = work / "models"
+    models.mkdir()
+    subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "make_tiny_model",
+            str(models / f"{MODEL}.gguf"),
+            "--size",
+            "small",
+            "--name",
+            MODEL,
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    model_args = ["--ctx-size", "8192", "--parallel", str(PARALLEL)]
+    results: dict = {
+        "machine": platform.node(),
+        "cpus": os.cpu_count(),
+        "model": "small (60M Q8_0)",
+        "tokens": args.tokens,
+    }
+    processes: list[subprocess.Popen] = []
+    try:
+        port = free_port()
+        direct = subprocess.Popen(
+            [
+                str(binary),
+                "-m",
+                str(models / f"{MODEL}.gguf"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *model_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(direct)
+        wait_http(f"http://127.0.0.1:{port}/health")
+        results["direct"] = asyncio.run(
+            measure(f"http://127.0.0.1:{port}", MODEL, args.requests, args.tokens, concurrency)
+        )
+        direct.terminate()
+        direct.wait()
+
+        stack = start_stack(work, binary, models)
+        processes.append(stack)
+        api = f"http://127.0.0.1:{stack.api_port}"
+        stack.patch_model(MODEL, {"parameters": {"ctx_size": 8192, "parallel": PARALLEL}})
+        results["llamaproxy"] = asyncio.run(measure(api, MODEL, args.requests, args.tokens, concurrency))
+        stack.stop()
+
+        port = free_port()
+        router = subprocess.Popen(
+            [
+                str(binary),
+                "--models-dir",
+                str(models),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *model_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(router)
+        wait_http(f"http://127.0.0.1:{port}/health")
+        try:
+            results["llama_router"] = asyncio.run(
+                measure(f"http://127.0.0.1:{port}", MODEL, args.requests, args.tokens, concurrency)
+            )
+        except httpx.HTTPError as exc:
+            results["llama_router"] = {"error": str(exc)}
+    finally:
+        for proc in processes:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=15)
+
+    direct_result = results["direct"]
+    summary = {}
+    for name in ("llamaproxy", "llama_router"):
+        if "latency_ms" not in results.get(name, {}):
+            continue
+        entry = results[name]
+        summary[name] = {
+            "added_p50_ms": entry["latency_ms"]["p50"] - direct_result["latency_ms"]["p50"],
+            "added_p99_ms": entry["latency_ms"]["p99"] - direct_result["latency_ms"]["p99"],
+            "stream_ratio": {
+                streams: entry["stream_tokens_per_second"][streams]
+                / direct_result["stream_tokens_per_second"][streams]
+                for streams in direct_result["stream_tokens_per_second"]
+            },
+        }
+    results["summary"] = summary
+    write_results("gateway", results)
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    print(
+        f"\n{'':16} {'p50 ms':>8} {'p99 ms':>8}"
+        + "".join(f" {f'{s} streams':>12}" for s in results["direct"]["stream_tokens_per_second"])
+    )
+    for name in ("direct", "llamaproxy", "llama_router"):
+        entry = results.get(name, {})
+        if "latency_ms" not in entry:
+            print(f"{name:16} {entry.get('error', 'not measured')}")
+            continue
+        rates = "".join(f" {rate:>10.0f}/s" for rate in entry["stream_tokens_per_second"].values())
+        print(f"{name:16} {entry['latency_ms']['p50']:>8.2f} {entry['latency_ms']['p99']:>8.2f}{rates}")
+    for name, summary in results["summary"].items():
+        ratios = ", ".join(f"{s}: {r:.1%}" for s, r in summary["stream_ratio"].items())
+        print(
+            f"{name}: added p50 {summary['added_p50_ms']:+.2f} ms, p99 {summary['added_p99_ms']:+.2f} ms; stream ratio {ratios}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Shared pieces of the benchmarks: the binary, free ports, a running llamaproxy, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def llama_server_binary() -> Path:
+    out = subprocess.run(
+        [sys.executable, "manage.py", "install_llama_server", "--print-path"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def wait_http(url: str, timeout: float = 60, headers: dict | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2, headers=headers).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready within {timeout}s")
+
+
+@dataclass
+class RunningStack:
+    proc: subprocess.Popen
+    env: dict[str, str]
+    api_port: int
+    dashboard_port: int
+    home: Path
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": "Bearer " + (self.home / "admin_token").read_text().strip()}
+
+    def patch_model(self, name: str, body: dict) -> None:
+        url = f"http://127.0.0.1:{self.dashboard_port}/api/manage/models/{name}"
+        httpx.patch(url, json=body, headers=self.headers(), timeout=30).raise_for_status()
+
+    def manage(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def terminate(self) -> None:
+        self.stop()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
+
+
+def start_stack(work: Path, binary: Path, models: Path, **overrides: str) -> RunningStack:
+    ports = {name: free_port() for name in ("DASHBOARD", "API", "OLLAMA", "LMSTUDIO")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAPROXY_") and k != "REDIS_URL"}
+    env.update({f"LLAMAPROXY_{name}_PORT": str(port) for name, port in ports.items()})
+    env.update(
+        {
+            "LLAMAPROXY_HOME": str(work / "home"),
+            "LLAMAPROXY_LOG_DIR": str(work / "logs"),
+            "LLAMAPROXY_MODELS_DIRS": str(models),
+            "LLAMAPROXY_LLAMA_SERVER": str(binary),
+            "LLAMAPROXY_ENV_FILE": str(work / "none.env"),
+        }
+    )
+    env.update(overrides)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "scan_models"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    log = (work / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    stack = RunningStack(proc, env, ports["API"], ports["DASHBOARD"], work / "home")
+    wait_http(f"http://127.0.0.1:{ports['DASHBOARD']}/health")
+    return stack
+
+
+def write_results(name: str, results: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {"benchmark": name, "when": datetime.now(UTC).isoformat(timespec="seconds"), **results}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"results written to {path.relative_to(ROOT)}")
+    return path

@@ -1,0 +1,126 @@
+"""Runtime settings (limits and defaults the dashboard edits) and the parameter metadata that the
+model settings form is built from. Mounted under /api/manage/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.http import HttpRequest, HttpResponse
+from ninja import Router, Schema
+
+from llamaproxy.config import parse_duration, parse_size
+from llamaproxy.events import SCHEDULER_GROUP, STATUS_GROUP, publish
+from llamaproxy.models import RuntimeSettings
+from llamaproxy.runtime import LIMIT_FIELDS, current_limits, env_limits, overrides
+from models_catalog.parameters import LLAMA_SERVER_PARAMS, SAMPLING_PARAMS, Param
+
+router = Router(tags=["settings"])
+
+
+class FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SettingsOut(Schema):
+    effective: dict[str, Any]
+    overrides: dict[str, Any]
+    environment: dict[str, Any]
+
+
+class SettingsPatch(Schema):
+    """Each field given replaces its override; null clears it (the environment's value applies)."""
+
+    max_loaded_models: int | None = None
+    memory_budget: int | str | None = None
+    default_ttl: int | str | None = None
+    default_model: str | None = None
+    request_timeout: float | str | None = None
+
+
+def settings_state() -> dict[str, Any]:
+    return {
+        "effective": current_limits().as_dict(),
+        "overrides": overrides(),
+        "environment": env_limits().as_dict(),
+    }
+
+
+def _clean(name: str, value: Any) -> Any:
+    """A value in stored form, or FieldError naming the field."""
+    if value is None or value == "":
+        return None
+    try:
+        if name == "max_loaded_models":
+            if int(value) < 1:
+                raise ValueError("must be at least 1")
+            return int(value)
+        if name == "memory_budget":
+            return int(value) if isinstance(value, int) else parse_size(str(value))
+        if name in ("default_ttl", "request_timeout"):
+            seconds = value if isinstance(value, int | float) else parse_duration(str(value))
+            if seconds < 0 or (name == "request_timeout" and seconds == 0):
+                raise ValueError(
+                    "must be greater than zero" if name == "request_timeout" else "must be 0 or more"
+                )
+            return float(seconds) if name == "request_timeout" else int(seconds)
+        if name == "default_model":
+            return str(value).strip() or None
+    except ValueError as exc:
+        raise FieldError(name, f"{name}: {exc}") from None
+    return value
+
+
+@router.get(
+    "settings", response=SettingsOut, summary="Limits and defaults in force, overrides and env values"
+)
+def get_settings(request: HttpRequest) -> dict[str, Any]:
+    return settings_state()
+
+
+@router.patch("settings", response=SettingsOut, summary="Change limits and defaults (null = environment's)")
+def patch_settings(request: HttpRequest, payload: SettingsPatch) -> dict[str, Any] | HttpResponse:
+    from llamaproxy.manage_api import error_response
+
+    given = payload.model_fields_set & set(LIMIT_FIELDS)
+    try:
+        cleaned = {name: _clean(name, getattr(payload, name)) for name in sorted(given)}
+    except FieldError as exc:
+        return error_response(request, 400, str(exc), exc.field)
+    row = RuntimeSettings.load()
+    for name, value in cleaned.items():
+        setattr(row, name, value)
+    row.save()
+    state = settings_state()
+    async_to_sync(publish)(
+        {"type": "settings.changed", "settings": state["effective"]}, (STATUS_GROUP, SCHEDULER_GROUP)
+    )
+    return state
+
+
+def _describe(name: str, spec: Param) -> dict[str, Any]:
+    return {
+        "name": name,
+        "flag": spec.flag,
+        "kind": spec.kind.__name__,
+        "help": spec.help,
+        "choices": list(spec.choices) if spec.choices else None,
+        "minimum": spec.minimum,
+    }
+
+
+@router.get("parameters", summary="The runner parameters and sampling defaults a model may set")
+def parameter_metadata(request: HttpRequest) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "parameters": [_describe(name, spec) for name, spec in LLAMA_SERVER_PARAMS.items()],
+        "sampling": [_describe(name, spec) for name, spec in SAMPLING_PARAMS.items()],
+    }
+
+
+@router.post("restore-upload", summary="Restore the catalog from an uploaded backup document (atomic)")
+def restore_uploaded_backup(request: HttpRequest, document: dict[str, Any]) -> dict[str, Any]:
+    from models_catalog.backup import restore_catalog
+
+    return restore_catalog(document, reason="restore-upload")

@@ -1,0 +1,264 @@
+"""Catalog operations that the manage API, the admin, the commands and the gateway call.
+
+Every change is validated first and written in one transaction; bulk changes write a backup
+before they touch anything; every committed change publishes `catalog.changed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from models_catalog.discovery import configured_folder_paths, normalize_folder_path
+from models_catalog.errors import CatalogError
+from models_catalog.events import catalog_changed
+from models_catalog.gguf_metadata import template_has_tools
+from models_catalog.lookup import resolve_name
+from models_catalog.model_files import split_parts
+from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
+from models_catalog.parameters import LLAMA_SERVER_PARAMS, SAMPLING_PARAMS, canonical_name
+from models_catalog.settings_validation import SETTINGS_FIELDS, merge_parameters, validate_settings_changes
+
+MODEL_FIELDS = ("enabled", "aliases", "tools_override")
+DIGEST_CHUNK = 4 * 1024 * 1024
+
+
+# --- finding entries -------------------------------------------------------------------------
+
+
+def resolve_model(requested: str) -> CatalogModel | None:
+    """The entry a client's `model` string names (name, alias, `:tag`, any case), or None."""
+    names = set(CatalogModel.objects.values_list("name", flat=True))
+    aliases = dict(ModelAlias.objects.values_list("alias", "model__name"))
+    name = resolve_name(requested, names, aliases)
+    return CatalogModel.objects.select_related("settings").get(name=name) if name else None
+
+
+def get_model(name: str) -> CatalogModel:
+    """The entry called `name` (or with that alias); CatalogError 404 when there is none."""
+    model = resolve_model(name)
+    if model is None:
+        raise CatalogError(f"no model called {name!r}", field="name", status=404)
+    return model
+
+
+def settings_of(model: CatalogModel) -> RunnerSettings:
+    try:
+        return model.settings
+    except RunnerSettings.DoesNotExist:
+        settings, _ = RunnerSettings.objects.get_or_create(model=model)
+        return settings
+
+
+# --- one entry ---------------------------------------------------------------------------------
+
+
+def update_model(name: str, changes: dict[str, Any]) -> CatalogModel:
+    """Apply a partial update (entry fields and settings fields, flat) to one entry."""
+    unknown = set(changes) - set(MODEL_FIELDS) - set(SETTINGS_FIELDS)
+    if unknown:
+        raise CatalogError("cannot be changed here", field=sorted(unknown)[0])
+    model = get_model(name)
+    settings = settings_of(model)
+    clean = validate_settings_changes({k: v for k, v in changes.items() if k in SETTINGS_FIELDS}, settings)
+    if "enabled" in changes and not isinstance(changes["enabled"], bool):
+        raise CatalogError("must be true or false", field="enabled")
+    if "tools_override" in changes and changes["tools_override"] not in (True, False, None):
+        raise CatalogError("must be true, false or null", field="tools_override")
+    aliases = None
+    if "aliases" in changes:
+        aliases = validate_aliases(model, changes["aliases"])
+    with transaction.atomic():
+        for field, value in clean.items():
+            setattr(settings, field, value)
+        settings.save()
+        if "enabled" in changes:
+            model.enabled = changes["enabled"]
+        if "tools_override" in changes:
+            model.tools_override = changes["tools_override"]
+            model.cap_tools = tools_capability(model)
+        model.save()
+        if aliases is not None:
+            model.aliases.exclude(alias__in=aliases).delete()
+            for alias in aliases:
+                ModelAlias.objects.get_or_create(alias=alias, model=model)
+        transaction.on_commit(lambda: catalog_changed("update", names=[model.name]))
+    model.refresh_from_db()
+    return model
+
+
+def tools_capability(model: CatalogModel) -> bool:
+    if model.tools_override is not None:
+        return model.tools_override
+    return not model.cap_embedding and template_has_tools(model.chat_template)
+
+
+def validate_aliases(model: CatalogModel, aliases: Any) -> list[str]:
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise CatalogError("must be a list of names", field="aliases")
+    clean: list[str] = []
+    for alias in aliases:
+        alias = alias.strip()
+        check_alias_free(model, alias)
+        if alias not in clean:
+            clean.append(alias)
+    return clean
+
+
+def check_alias_free(model: CatalogModel, alias: str) -> None:
+    if not alias or len(alias) > 200:
+        raise CatalogError("an alias must have 1 to 200 characters", field="aliases")
+    if alias == model.name:
+        raise CatalogError(f"{alias!r} is the model's own name", field="aliases")
+    if CatalogModel.objects.filter(name=alias).exclude(pk=model.pk).exists():
+        raise CatalogError(f"{alias!r} is already another model's name", field="aliases", status=409)
+    owner = ModelAlias.objects.filter(alias=alias).exclude(model=model).select_related("model").first()
+    if owner is not None:
+        raise CatalogError(
+            f"{alias!r} is already an alias of {owner.model.name}", field="aliases", status=409
+        )
+
+
+def add_alias(name: str, alias: str) -> CatalogModel:
+    model = get_model(name)
+    alias = alias.strip()
+    check_alias_free(model, alias)
+    with transaction.atomic():
+        ModelAlias.objects.get_or_create(alias=alias, model=model)
+        transaction.on_commit(lambda: catalog_changed("update", names=[model.name]))
+    return model
+
+
+def remove_alias(name: str, alias: str) -> CatalogModel:
+    model = get_model(name)
+    deleted, _ = model.aliases.filter(alias=alias).delete()
+    if not deleted:
+        raise CatalogError(f"{model.name} has no alias {alias!r}", field="alias", status=404)
+    catalog_changed("update", names=[model.name])
+    return model
+
+
+def delete_model(name: str) -> str:
+    """Remove a catalog entry with its settings; the file stays (a scan finds it again, with defaults)."""
+    model = get_model(name)
+    deleted = model.name
+    model.delete()
+    catalog_changed("delete", names=[deleted])
+    return deleted
+
+
+# --- many entries (the admin's bulk actions) -----------------------------------------------------
+
+
+def _bulk(reason: str, models: Iterable[CatalogModel]) -> list[CatalogModel]:
+    from models_catalog.backup import write_backup
+
+    selected = list(models)
+    if selected:
+        write_backup(reason=reason)
+    return selected
+
+
+def set_enabled(models: QuerySet[CatalogModel] | Iterable[CatalogModel], enabled: bool) -> int:
+    selected = _bulk("enable" if enabled else "disable", models)
+    with transaction.atomic():
+        count = CatalogModel.objects.filter(pk__in=[m.pk for m in selected]).update(enabled=enabled)
+        transaction.on_commit(lambda: catalog_changed("update", names=[m.name for m in selected]))
+    return count
+
+
+def set_parameter(models: QuerySet[CatalogModel] | Iterable[CatalogModel], name: str, value: Any) -> int:
+    """Set one llama-server or sampling parameter on every selected entry (`None` or '' removes it)."""
+    key = canonical_name(name)
+    if key in LLAMA_SERVER_PARAMS:
+        group = "parameters"
+    elif key in SAMPLING_PARAMS:
+        group = "sampling"
+    else:
+        raise CatalogError(f"{name!r} is not a llama-server or sampling parameter", field="parameter")
+    if value == "":
+        value = None
+    merge_parameters(group, {key: value}, {})  # validates the value once, before anything changes
+    selected = _bulk(f"set-{key}", models)
+    with transaction.atomic():
+        for model in selected:
+            settings = settings_of(model)
+            setattr(settings, group, merge_parameters(group, {key: value}, getattr(settings, group)))
+            settings.save(update_fields=[group])
+        transaction.on_commit(lambda: catalog_changed("update", names=[m.name for m in selected]))
+    return len(selected)
+
+
+def copy_settings(source: CatalogModel, targets: Iterable[CatalogModel]) -> int:
+    """Give every target the source's runner settings (all of them: runtime, parameters, sampling, ...)."""
+    selected = [t for t in _bulk(f"copy-from-{source.name}", targets) if t.pk != source.pk]
+    values = {field: getattr(settings_of(source), field) for field in SETTINGS_FIELDS}
+    with transaction.atomic():
+        for model in selected:
+            settings = settings_of(model)
+            for field, value in values.items():
+                setattr(settings, field, value.copy() if isinstance(value, dict | list) else value)
+            settings.save()
+        transaction.on_commit(lambda: catalog_changed("update", names=[m.name for m in selected]))
+    return len(selected)
+
+
+# --- folders ---------------------------------------------------------------------------------------
+
+
+def add_folder(path: str) -> ModelFolder:
+    if not isinstance(path, str) or not path.strip():
+        raise CatalogError("a folder path is needed", field="path")
+    normalized = normalize_folder_path(path.strip())
+    if not os.path.isdir(normalized):
+        raise CatalogError(f"{normalized} is not a folder", field="path")
+    folder, created = ModelFolder.objects.get_or_create(path=normalized)
+    if not created and not folder.enabled:
+        folder.enabled = True
+        folder.save(update_fields=["enabled"])
+    return folder
+
+
+def remove_folder(folder_id: int) -> None:
+    """Stop scanning a folder added by hand; its entries stay (marked missing by the next scan)."""
+    folder = ModelFolder.objects.filter(pk=folder_id).first()
+    if folder is None:
+        raise CatalogError(f"no folder with id {folder_id}", field="id", status=404)
+    if folder.path in configured_folder_paths():
+        raise CatalogError(
+            "this folder comes from LLAMAPROXY_MODELS_DIRS; change the variable instead",
+            field="id",
+            status=409,
+        )
+    folder.delete()
+
+
+# --- digest ----------------------------------------------------------------------------------------
+
+
+def ensure_digest(model: CatalogModel) -> str:
+    """`sha256:<hex>` of the model's file(s), computed once per file version (Ollama's `digest`).
+
+    Reading a large model takes seconds: call it from a task or once per model, never per request.
+    """
+    parts = split_parts(model.path)
+    try:
+        mtime = max(os.stat(p).st_mtime for p in parts)
+    except (OSError, ValueError):
+        raise CatalogError(f"cannot read {model.path}", field="path", status=409) from None
+    if model.digest and model.digest_mtime == mtime:
+        return model.digest
+    digest = hashlib.sha256()
+    for part in parts:
+        with open(part, "rb") as handle:
+            while chunk := handle.read(DIGEST_CHUNK):
+                digest.update(chunk)
+    value = f"sha256:{digest.hexdigest()}"
+    CatalogModel.objects.filter(path=model.path).update(digest=value, digest_mtime=mtime)
+    model.digest, model.digest_mtime = value, mtime
+    return value

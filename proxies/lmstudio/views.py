@@ -1,0 +1,298 @@
+"""The LM Studio face (1234): `/api/v0/*` (models, chat, completions, embeddings with `stats`)
+and LM Studio 0.4's `/api/v1/models` with load and unload. Errors are OpenAI-shaped, as LM
+Studio's own are; streams are SSE, with `stats` added to the chunk that finishes the answer."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import ValidationError as NinjaValidationError
+from pydantic import BaseModel
+
+from proxies.catalog_view import ModelView, catalog_view
+from proxies.gateway import (
+    FaceError,
+    acquire_runner,
+    authorize,
+    finalizer,
+    new_context,
+    record_failure,
+    resolve_model,
+)
+from proxies.keys import KeyInfo
+from proxies.lmstudio import translate as t
+from proxies.openai_face import face_error_response, openai_error, parse_body, send_to_runner
+from proxies.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from proxies.relay import RelayContext, open_upstream, response_headers, stream_response
+from proxies.sse import SSEFrameParser, parse_json_payload
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+api = NinjaAPI(
+    title="llamaproxy LM Studio-compatible API",
+    version="1",
+    urls_namespace="lmstudio",
+    docs_url=None,
+    openapi_url=None,
+)
+
+
+@api.exception_handler(NinjaValidationError)
+def _ninja_validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    return openai_error(400, "invalid request")
+
+
+async def resolve(name: str | None, key: KeyInfo | None) -> ModelView:
+    """LM Studio ids may carry a publisher ("lmstudio-community/x") or a quantization ("x@q4_k_m")."""
+    try:
+        return await resolve_model(name, key)
+    except FaceError as exc:
+        if exc.status != 404 or not name:
+            raise
+        for candidate in _candidates(name):
+            if await catalog_view.resolve(candidate) is not None:
+                return await resolve_model(candidate, key)
+        raise
+
+
+def _candidates(name: str) -> list[str]:
+    found = []
+    base = name.split("@", 1)[0]
+    if base != name:
+        found.append(base)
+    if "/" in base:
+        found.append(base.rsplit("/", 1)[1])
+    return found
+
+
+async def runners() -> dict[str, dict[str, Any]]:
+    from runners import scheduler
+
+    return {runner["model"]: runner for runner in await scheduler.status_async()}
+
+
+async def scheduler_unload(name: str) -> bool:
+    from runners.scheduler import unload
+
+    result = unload(name)
+    return bool(await result if inspect.isawaitable(result) else result)
+
+
+def _visible(model: ModelView, key: KeyInfo | None) -> bool:
+    return model.kind != "whisper" and (key is None or key.allows(model.name))
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+@api.get("/api/v0/models", include_in_schema=False)
+async def list_v0(request: HttpRequest) -> HttpResponse:
+    return await _listing(
+        request,
+        lambda models, states: {
+            "object": "list",
+            "data": [t.model_v0(m, states.get(m.name, {})) for m in models],
+        },
+    )
+
+
+@api.get("/api/v1/models", include_in_schema=False)
+async def list_v1(request: HttpRequest) -> HttpResponse:
+    return await _listing(
+        request, lambda models, states: {"models": [t.model_v1(m, states.get(m.name, {})) for m in models]}
+    )
+
+
+async def _listing(request: HttpRequest, render: Any) -> HttpResponse:
+    ctx = new_context(request, "models")
+    try:
+        key = await authorize(request, ctx)
+    except FaceError as exc:
+        return face_error_response(exc)
+    models = [m for m in await catalog_view.listed() if _visible(m, key)]
+    return JsonResponse(render(models, await runners()))
+
+
+@api.get("/api/v0/models/{path:model_id}", include_in_schema=False)
+async def get_v0(request: HttpRequest, model_id: str) -> HttpResponse:
+    ctx = new_context(request, "models")
+    try:
+        key = await authorize(request, ctx)
+        model = await resolve(model_id, key)
+    except FaceError as exc:
+        return face_error_response(exc)
+    return JsonResponse(t.model_v0(model, (await runners()).get(model.name, {})))
+
+
+@api.post("/api/v1/models/load", include_in_schema=False)
+async def load(request: HttpRequest) -> HttpResponse:
+    ctx = new_context(request, "load")
+    try:
+        key = await authorize(request, ctx)
+        _, parsed = _parse(request, t.LoadRequest)
+        model = await resolve(parsed.model, key)
+        params = t.runner_params(parsed)
+        ttl = None if parsed.ttl is None else (-1 if parsed.ttl < 0 else parsed.ttl)
+        began = time.perf_counter()
+        lease = await acquire_runner(model, ctx, ttl=ttl, runner_params=params or None)
+    except FaceError as exc:
+        record_failure(ctx, exc)
+        return face_error_response(exc)
+    elapsed = time.perf_counter() - began
+    ctx.status = 200
+    finalizer(lease)(ctx)
+    runner = (await runners()).get(model.name, {})
+    return JsonResponse(t.load_response(model, runner, lease.load_seconds or elapsed, params))
+
+
+@api.post("/api/v1/models/unload", include_in_schema=False)
+async def unload(request: HttpRequest) -> HttpResponse:
+    ctx = new_context(request, "unload")
+    try:
+        key = await authorize(request, ctx)
+        _, parsed = _parse(request, t.UnloadRequest)
+        model = await resolve(parsed.instance_id, key)
+        if not await scheduler_unload(model.name):
+            raise FaceError(
+                404, f"no loaded instance '{parsed.instance_id}'", "model_not_loaded", "instance_id"
+            )
+    except FaceError as exc:
+        return face_error_response(exc)
+    return JsonResponse({"instance_id": parsed.instance_id})
+
+
+def _parse(request: HttpRequest, schema: type[BaseModel]) -> tuple[dict[str, Any], Any]:
+    payload, _ = parse_body(request, BaseModel)  # JSON-object checks, in OpenAI's words
+    try:
+        return payload, t.validate(schema, payload)
+    except t.TranslationError as exc:
+        raise FaceError(400, str(exc)) from None
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+
+@api.post("/api/v0/chat/completions", include_in_schema=False)
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    return await generation(request, "chat/completions", "/v1/chat/completions", ChatCompletionRequest)
+
+
+@api.post("/api/v0/completions", include_in_schema=False)
+async def completions(request: HttpRequest) -> HttpResponse:
+    return await generation(request, "completions", "/v1/completions", CompletionRequest)
+
+
+@api.post("/api/v0/embeddings", include_in_schema=False)
+async def embeddings(request: HttpRequest) -> HttpResponse:
+    ctx = new_context(request, "embeddings")
+    try:
+        lease, _model, payload = await _prepare(request, ctx, EmbeddingRequest)
+    except FaceError as exc:
+        record_failure(ctx, exc)
+        return face_error_response(exc)
+    body = json.dumps(payload).encode()
+    return await send_to_runner(lease, ctx, "POST", "/v1/embeddings", body, JSON_HEADERS)
+
+
+async def _prepare(
+    request: HttpRequest, ctx: RelayContext, schema: type[BaseModel]
+) -> tuple[Any, ModelView, dict]:
+    key = await authorize(request, ctx)
+    payload, parsed = parse_body(request, schema)
+    try:
+        ttl = t.pop_ttl(payload)
+    except t.TranslationError as exc:
+        raise FaceError(400, str(exc), param="ttl") from None
+    ctx.stream = bool(getattr(parsed, "stream", False))
+    model = await resolve(parsed.model, key)
+    payload["model"] = parsed.model or model.name
+    lease = await acquire_runner(model, ctx, ttl=ttl)
+    return lease, model, payload
+
+
+async def generation(
+    request: HttpRequest, endpoint: str, upstream_path: str, schema: type[BaseModel]
+) -> HttpResponse:
+    ctx = new_context(request, endpoint)
+    try:
+        lease, model, payload = await _prepare(request, ctx, schema)
+    except FaceError as exc:
+        record_failure(ctx, exc)
+        return face_error_response(exc)
+    finish = finalizer(lease)
+    try:
+        upstream = await open_upstream(
+            lease.base_url, "POST", upstream_path, content=json.dumps(payload).encode(), headers=JSON_HEADERS
+        )
+    except httpx.HTTPError as exc:
+        ctx.status = 502
+        ctx.error = f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
+        finish(ctx)
+        return openai_error(502, ctx.error, "upstream_error")
+    ctx.status = upstream.status_code
+    runner = (await runners()).get(model.name, {})
+    if upstream.status_code < 400 and "text/event-stream" in upstream.headers.get("content-type", ""):
+        events = sse_with_stats(upstream, ctx, model, runner, finish)
+        return stream_response(events, 200, "text/event-stream", response_headers(upstream))
+    return await whole_response(upstream, ctx, model, runner, finish)
+
+
+async def whole_response(
+    upstream: httpx.Response, ctx: RelayContext, model: ModelView, runner: dict, finish: Any
+) -> HttpResponse:
+    try:
+        raw = await upstream.aread()
+    finally:
+        await upstream.aclose()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        ctx.meter.mark_first_token()
+        ctx.meter.observe(body)
+    ctx.meter.finish()
+    if upstream.status_code >= 400 or not isinstance(body, dict):
+        ctx.error = raw.decode(errors="replace")[:500]
+        finish(ctx)
+        return HttpResponse(
+            raw, status=upstream.status_code, content_type=upstream.headers.get("content-type")
+        )
+    finish(ctx)
+    return JsonResponse(t.enrich(body, model, runner, ttft_seconds=None))
+
+
+async def sse_with_stats(
+    upstream: httpx.Response, ctx: RelayContext, model: ModelView, runner: dict, finish: Any
+) -> AsyncIterator[bytes]:
+    """llama-server's SSE, frame by frame, with LM Studio's `stats` on the chunk that finishes."""
+    parser = SSEFrameParser()
+    try:
+        async for raw in upstream.aiter_raw():
+            for payload in parser.feed(raw):
+                chunk = parse_json_payload(payload)
+                if chunk is None:
+                    yield b"data: " + payload + b"\n\n"
+                    continue
+                ctx.meter.observe(chunk)
+                finish_reason = t.finish_reason_of(chunk)
+                if finish_reason:
+                    ttft = ctx.meter.ttft_ms / 1000 if ctx.meter.ttft_ms is not None else None
+                    chunk = t.enrich(chunk, model, runner, ttft, finish_reason)
+                yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+    except httpx.HTTPError as exc:
+        ctx.error = f"upstream stream broke: {exc}"
+    except BaseException:
+        ctx.error = ctx.error or "client disconnected"
+        raise
+    finally:
+        await upstream.aclose()
+        ctx.meter.finish()
+        finish(ctx)

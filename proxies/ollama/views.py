@@ -1,0 +1,517 @@
+"""The Ollama face (11434): Ollama's `/api/*` backed by llama-server runners.
+
+Chat and generate always stream from llama-server; the NDJSON writer turns each SSE chunk into
+Ollama objects as it arrives (`stream: false` gathers them into one). Errors are `{"error": "..."}`
+with Ollama's statuses.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Literal
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import ValidationError as NinjaValidationError
+
+from proxies.catalog_view import ModelView, catalog_view
+from proxies.gateway import (
+    FaceError,
+    acquire_runner,
+    authorize,
+    finalizer,
+    new_context,
+    record,
+    record_failure,
+    resolve_model,
+)
+from proxies.keys import KeyInfo
+from proxies.ollama import translate as t
+from proxies.ollama.digest import digest_of
+from proxies.relay import RelayContext, open_upstream, stream_response, upstream_error_message
+from proxies.sse import SSEFrameParser, parse_json_payload
+
+NDJSON = "application/x-ndjson"
+JSON_HEADERS = {"content-type": "application/json"}
+Kind = Literal["chat", "generate"]
+
+api = NinjaAPI(
+    title="llamaproxy Ollama-compatible API",
+    version="1",
+    urls_namespace="ollama",
+    docs_url=None,
+    openapi_url=None,
+)
+
+
+def ollama_error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def face_error_response(exc: FaceError) -> JsonResponse:
+    if exc.code == "model_not_found":
+        name = exc.message.split("'")[1] if exc.message.count("'") >= 2 else ""
+        return ollama_error(404, f'model "{name}" not found, try pulling it first')
+    return ollama_error(exc.status, exc.message)
+
+
+@api.exception_handler(NinjaValidationError)
+def _ninja_validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    return ollama_error(400, "invalid request")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler404 of port 11434 (Django calls it synchronously)."""
+    return ollama_error(404, f"unknown endpoint {request.method} {request.path}")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return ollama_error(500, "internal error in llamaproxy; see logs/gateway.log")
+
+
+def root(request: HttpRequest) -> HttpResponse:
+    """`GET|HEAD /`: what Ollama answers, and what clients probe for."""
+    if request.method not in {"GET", "HEAD"}:
+        return ollama_error(405, "method not allowed")
+    body = b"" if request.method == "HEAD" else b"Ollama is running"
+    response = HttpResponse(body, content_type="text/plain; charset=utf-8")
+    response["Content-Length"] = str(len(b"Ollama is running"))
+    return response
+
+
+def read_json(request: HttpRequest) -> dict[str, Any]:
+    if not request.body:
+        raise FaceError(400, "missing request body")
+    try:
+        payload = json.loads(request.body)
+    except ValueError as exc:
+        raise FaceError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise FaceError(400, "the request body must be a JSON object")
+    return payload
+
+
+def parse(request: HttpRequest, schema: type) -> Any:
+    try:
+        return t.validate(schema, read_json(request))
+    except t.TranslationError as exc:
+        raise FaceError(400, str(exc)) from None
+
+
+async def resolve(name: str, key: KeyInfo | None) -> ModelView:
+    if not name:
+        raise FaceError(400, "model is required")
+    return await resolve_model(name, key)
+
+
+# --- information -------------------------------------------------------------------------------
+
+
+@api.get("/api/version", include_in_schema=False)
+async def version(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"version": t.OLLAMA_VERSION})
+
+
+def _listable(model: ModelView, key: KeyInfo | None) -> bool:
+    return model.kind != "whisper" and (key is None or key.allows(model.name))
+
+
+@api.get("/api/tags", include_in_schema=False)
+async def tags(request: HttpRequest) -> HttpResponse:
+    ctx = new_context(request, "tags")
+    try:
+        key = await authorize(request, ctx)
+    except FaceError as exc:
+        return face_error_response(exc)
+    entries = []
+    for model in await catalog_view.listed():
+        if not _listable(model, key):
+            continue
+        digest = await digest_of(model)
+        # Copies (`/api/copy`) are aliases: Ollama lists them as models of their own.
+        entries += [t.tags_entry(model, name, digest) for name in (model.name, *model.aliases)]
+    return JsonResponse({"models": entries})
+
+
+@api.post("/api/show", include_in_schema=False)
+async def show(request: HttpRequest) -> HttpResponse:
+    ctx = new_context(request, "show")
+    try:
+        key = await authorize(request, ctx)
+        parsed = parse(request, t.ModelRequest)
+        model = await resolve(parsed.model_name, key)
+    except FaceError as exc:
+        return face_error_response(exc)
+    return JsonResponse(t.show_response(model))
+
+
+@api.get("/api/ps", include_in_schema=False)
+async def ps(request: HttpRequest) -> HttpResponse:
+    ctx = new_context(request, "ps")
+    try:
+        key = await authorize(request, ctx)
+    except FaceError as exc:
+        return face_error_response(exc)
+    now = time.time()
+    entries = []
+    for runner in await scheduler_status():
+        if runner.get("state") != "ready":
+            continue
+        model = await catalog_view.resolve(str(runner.get("model", "")))
+        if model is None or not _listable(model, key):
+            continue
+        entries.append(t.ps_entry(model, model.name, await digest_of(model), runner, now))
+    return JsonResponse({"models": entries})
+
+
+async def scheduler_status() -> list[dict[str, Any]]:
+    from runners import scheduler
+
+    return list(await scheduler.status_async())
+
+
+async def scheduler_unload(name: str) -> bool:
+    from runners.scheduler import unload
+
+    result = unload(name)
+    return bool(await result if inspect.isawaitable(result) else result)
+
+
+# --- chat and generate -------------------------------------------------------------------------
+
+
+@api.post("/api/chat", include_in_schema=False)
+async def chat(request: HttpRequest) -> HttpResponse:
+    return await generate_like(request, "chat")
+
+
+@api.post("/api/generate", include_in_schema=False)
+async def generate(request: HttpRequest) -> HttpResponse:
+    return await generate_like(request, "generate")
+
+
+async def generate_like(request: HttpRequest, kind: Kind) -> HttpResponse:
+    ctx = new_context(request, kind)
+    try:
+        key = await authorize(request, ctx)
+        parsed = parse(request, t.ChatRequest if kind == "chat" else t.GenerateRequest)
+        ctx.stream = parsed.stream is not False  # Ollama streams unless told not to
+        model = await resolve(parsed.model_name, key)
+        if "completion" not in model.capabilities:
+            raise FaceError(400, f'"{parsed.model_name}" does not support {kind}')
+        plan = t.chat_plan(parsed) if kind == "chat" else t.generate_plan(parsed)
+        if _is_load_request(parsed, kind):
+            return await load_or_unload(model, ctx, parsed.model_name, kind, plan)
+        plan.body["model"] = model.name
+        lease = await acquire_runner(model, ctx, ttl=plan.ttl, runner_params=plan.runner_params or None)
+    except t.TranslationError as exc:
+        return _refuse(ctx, FaceError(400, str(exc)))
+    except FaceError as exc:
+        return _refuse(ctx, exc)
+    stream = t.OllamaStream(model=parsed.model_name, kind=kind, show_thinking=parsed.think is not False)
+    return await relay_ndjson(lease, ctx, plan, stream)
+
+
+def _refuse(ctx: RelayContext, exc: FaceError) -> JsonResponse:
+    record_failure(ctx, exc)
+    return face_error_response(exc)
+
+
+def _is_load_request(parsed: Any, kind: Kind) -> bool:
+    if kind == "chat":
+        return not parsed.messages
+    return not parsed.prompt and not parsed.images
+
+
+async def load_or_unload(
+    model: ModelView, ctx: RelayContext, requested: str, kind: Kind, plan: t.UpstreamPlan
+) -> HttpResponse:
+    """An empty prompt loads the model; with keep_alive 0 it unloads it."""
+    ctx.model = model.name
+    if plan.ttl == 0:
+        await scheduler_unload(model.name)
+        ctx.status = 200
+        record(ctx)
+        return JsonResponse(t.load_object(requested, kind, time.time(), unloaded=True))
+    lease = await acquire_runner(model, ctx, ttl=plan.ttl, runner_params=plan.runner_params or None)
+    ctx.status = 200
+    finalizer(lease)(ctx)
+    return JsonResponse(t.load_object(requested, kind, time.time(), unloaded=False))
+
+
+class UpstreamRefused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def open_plan(lease: Any, plan: t.UpstreamPlan) -> httpx.Response:
+    """Send the plan, rendering its messages with the model's template first when it says so."""
+    body = plan.body
+    if plan.render_messages is not None:
+        rendered = await _post_json(lease.base_url, "/apply-template", t.render_body(plan))
+        body = t.with_rendered_prompt(plan, str(rendered.get("prompt", "")))
+    upstream = await open_upstream(
+        lease.base_url, "POST", plan.path, content=json.dumps(body).encode(), headers=JSON_HEADERS
+    )
+    if upstream.status_code >= 400:
+        raw = await upstream.aread()
+        await upstream.aclose()
+        raise UpstreamRefused(upstream.status_code, _error_text(raw))
+    return upstream
+
+
+async def _post_json(base_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    upstream = await open_upstream(
+        base_url, "POST", path, content=json.dumps(body).encode(), headers=JSON_HEADERS
+    )
+    try:
+        raw = await upstream.aread()
+    finally:
+        await upstream.aclose()
+    if upstream.status_code >= 400:
+        raise UpstreamRefused(upstream.status_code, _error_text(raw))
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise UpstreamRefused(502, f"the runner answered {path} with something that is not JSON") from None
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        return upstream_error_message(json.loads(raw)) or raw.decode(errors="replace")
+    except ValueError:
+        return raw.decode(errors="replace")[:500]
+
+
+def _client_status(upstream_status: int) -> int:
+    """llama-server's 4xx are the client's fault; anything else is ours (Ollama says 500)."""
+    return upstream_status if 400 <= upstream_status < 500 else 500
+
+
+async def relay_ndjson(
+    lease: Any, ctx: RelayContext, plan: t.UpstreamPlan, stream: t.OllamaStream
+) -> HttpResponse:
+    finish = finalizer(lease)
+    try:
+        upstream = await open_plan(lease, plan)
+    except (httpx.HTTPError, UpstreamRefused) as exc:
+        status, message = _failure(exc, lease)
+        ctx.status, ctx.error = status, message
+        ctx.meter.finish()
+        finish(ctx)
+        return ollama_error(status, message)
+    ctx.status = 200
+    objects = translated_objects(upstream, ctx, stream, lease.load_seconds, finish)
+    if ctx.stream:
+        return stream_response(ndjson_lines(objects), 200, NDJSON)
+    collected = [obj async for obj in objects]
+    if "error" in collected[-1]:
+        return ollama_error(500, collected[-1]["error"])
+    return JsonResponse(t.merge_objects(collected))
+
+
+def _failure(exc: Exception, lease: Any) -> tuple[int, str]:
+    if isinstance(exc, UpstreamRefused):
+        return _client_status(exc.status), exc.message
+    return 502, f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
+
+
+async def translated_objects(
+    upstream: httpx.Response, ctx: RelayContext, stream: t.OllamaStream, load_seconds: float, finish: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Ollama objects as llama-server's chunks arrive; the final `done` object last.
+
+    `finally` closes the upstream response (a disconnected client cancels the generation) and
+    releases the lease with the usage recorded.
+    """
+    parser = SSEFrameParser()
+    try:
+        async for raw in upstream.aiter_raw():
+            for payload in parser.feed(raw):
+                chunk = parse_json_payload(payload)
+                if chunk is None:
+                    continue
+                if "error" in chunk:
+                    ctx.error = upstream_error_message(chunk) or "the runner reported an error"
+                    yield {"error": ctx.error}
+                    return
+                ctx.meter.observe(chunk)
+                for obj in stream.feed(chunk, time.time()):
+                    yield obj
+        total_ns = int(ctx.meter.duration_ms * 1_000_000)
+        yield stream.final(time.time(), total_ns, int(load_seconds * 1_000_000_000))
+    except httpx.HTTPError as exc:
+        ctx.error = f"upstream stream broke: {exc}"
+        yield {"error": ctx.error}
+    except BaseException:
+        ctx.error = ctx.error or "client disconnected"
+        raise
+    finally:
+        await upstream.aclose()
+        ctx.meter.finish()
+        finish(ctx)
+
+
+async def ndjson_lines(objects: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async with aclosing(objects) as source:
+        async for obj in source:
+            yield json.dumps(obj, ensure_ascii=False).encode() + b"\n"
+
+
+# --- embeddings --------------------------------------------------------------------------------
+
+
+@api.post("/api/embed", include_in_schema=False)
+async def embed(request: HttpRequest) -> HttpResponse:
+    return await embed_like(request, legacy=False)
+
+
+@api.post("/api/embeddings", include_in_schema=False)
+async def embeddings(request: HttpRequest) -> HttpResponse:
+    return await embed_like(request, legacy=True)
+
+
+async def embed_like(request: HttpRequest, legacy: bool) -> HttpResponse:
+    ctx = new_context(request, "embeddings" if legacy else "embed")
+    try:
+        key = await authorize(request, ctx)
+        parsed = parse(request, t.EmbeddingsRequest if legacy else t.EmbedRequest)
+        model = await resolve(parsed.model_name, key)
+        if "embedding" not in model.capabilities:
+            raise FaceError(400, f'"{parsed.model_name}" does not support embeddings')
+        ttl = t.keep_alive_seconds(parsed.keep_alive)
+        runner_params = t.split_options(parsed.options).runner_params or None
+        body = {"input": [parsed.prompt]} if legacy else t.embed_body(parsed)
+        lease = await acquire_runner(model, ctx, ttl=ttl, runner_params=runner_params)
+    except t.TranslationError as exc:
+        return _refuse(ctx, FaceError(400, str(exc)))
+    except FaceError as exc:
+        return _refuse(ctx, exc)
+    inputs = body["input"]
+    if not any(inputs):  # nothing to embed: the model is loaded, as Ollama does
+        ctx.status = 200
+        finalizer(lease)(ctx)
+        return JsonResponse({"embedding": []} if legacy else {"model": parsed.model_name, "embeddings": []})
+    result = await embed_call(lease, ctx, {**body, "model": model.name})
+    if isinstance(result, HttpResponse):
+        return result
+    if legacy:
+        data = result.get("data") or [{}]
+        return JsonResponse({"embedding": data[0].get("embedding") or []})
+    total_ns = int(ctx.meter.duration_ms * 1_000_000)
+    return JsonResponse(
+        t.embed_response(parsed.model_name, result, total_ns, int(lease.load_seconds * 1_000_000_000))
+    )
+
+
+async def embed_call(lease: Any, ctx: RelayContext, body: dict[str, Any]) -> dict[str, Any] | HttpResponse:
+    finish = finalizer(lease)
+    try:
+        result = await _post_json(lease.base_url, "/v1/embeddings", body)
+    except (httpx.HTTPError, UpstreamRefused) as exc:
+        status, message = _failure(exc, lease)
+        ctx.status, ctx.error = status, message
+        ctx.meter.finish()
+        finish(ctx)
+        return ollama_error(status, message)
+    ctx.status = 200
+    ctx.meter.mark_first_token()
+    ctx.meter.observe(result)
+    ctx.meter.finish()
+    finish(ctx)
+    return result
+
+
+# --- model management --------------------------------------------------------------------------
+
+
+def _untagged(name: str) -> str:
+    return name.strip().removesuffix(":latest")
+
+
+async def catalog_service(function_name: str, *args: str) -> None:
+    """Call a `models_catalog.services` function; its CatalogError becomes an Ollama error."""
+    from models_catalog import services
+    from models_catalog.errors import CatalogError
+
+    try:
+        await sync_to_async(getattr(services, function_name), thread_sensitive=False)(*args)
+    except CatalogError as exc:
+        raise FaceError(400 if exc.status == 409 else exc.status, exc.message) from None
+    finally:
+        catalog_view.invalidate()
+
+
+@api.post("/api/copy", include_in_schema=False)
+async def copy(request: HttpRequest) -> HttpResponse:
+    """`ollama cp`: the destination becomes an alias of the source's catalog entry."""
+    ctx = new_context(request, "copy")
+    try:
+        key = await authorize(request, ctx)
+        parsed = parse(request, t.CopyRequest)
+        source = await resolve(parsed.source, key)
+        await catalog_service("add_alias", source.name, _untagged(parsed.destination))
+    except FaceError as exc:
+        return face_error_response(exc)
+    return HttpResponse(status=200)
+
+
+@api.delete("/api/delete", include_in_schema=False)
+async def delete(request: HttpRequest) -> HttpResponse:
+    """`ollama rm`: removes an alias, or the catalog entry; the model's file stays where it is."""
+    ctx = new_context(request, "delete")
+    try:
+        key = await authorize(request, ctx)
+        parsed = parse(request, t.ModelRequest)
+        model = await resolve(parsed.model_name, key)
+        name = _untagged(parsed.model_name)
+        if name in model.aliases:
+            await catalog_service("remove_alias", model.name, name)
+        else:
+            await scheduler_unload(model.name)
+            await catalog_service("delete_model", model.name)
+    except FaceError as exc:
+        return face_error_response(exc)
+    return HttpResponse(status=200)
+
+
+NOT_BUILT = {
+    "pull": "pulling models is not supported by llamaproxy yet: put the GGUF file in a models folder "
+    "(LLAMAPROXY_MODELS_DIRS) and rescan from the dashboard",
+    "push": "pushing models is not supported by llamaproxy",
+    "create": "creating models is not supported by llamaproxy yet: add a variant or an alias in the dashboard",
+}
+
+
+@api.post("/api/pull", include_in_schema=False)
+async def pull(request: HttpRequest) -> HttpResponse:
+    """A model already in the catalog is "pulled" (tools pull before use); others cannot be."""
+    ctx = new_context(request, "pull")
+    try:
+        key = await authorize(request, ctx)
+        parsed = parse(request, t.ModelRequest)
+        await resolve(parsed.model_name, key)
+    except FaceError as exc:
+        if exc.status == 404:
+            return ollama_error(501, NOT_BUILT["pull"])
+        return face_error_response(exc)
+    return JsonResponse({"status": "success"})
+
+
+@api.post("/api/push", include_in_schema=False)
+async def push(request: HttpRequest) -> HttpResponse:
+    return ollama_error(501, NOT_BUILT["push"])
+
+
+@api.post("/api/create", include_in_schema=False)
+async def create(request: HttpRequest) -> HttpResponse:
+    return ollama_error(501, NOT_BUILT["create"])

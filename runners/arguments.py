@@ -1,0 +1,88 @@
+"""The argument list a runner is started with, from the model's runner settings. Never a shell:
+even a custom command line is split with shlex and its placeholders filled per argument."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from models_catalog.parameters import parameter_args, validate_parameters
+
+BinaryFinder = Callable[[str], Path | None]
+
+
+class RunnerConfigError(Exception):
+    """The settings cannot produce a command (no binary, an empty custom command...)."""
+
+
+def _default_finder(kind: str) -> Path | None:
+    from runners.provisioning import installed_binary
+
+    return installed_binary(kind)
+
+
+def effective_parameters(settings: Any | None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The model's validated parameters with a request's runner parameters on top."""
+    parameters = dict(getattr(settings, "parameters", None) or {})
+    if overrides:
+        parameters.update(validate_parameters(dict(overrides)))
+    return parameters
+
+
+def runner_args(
+    model: Any,
+    settings: Any | None,
+    *,
+    host: str,
+    port: int,
+    overrides: Mapping[str, Any] | None = None,
+    find_binary: BinaryFinder = _default_finder,
+) -> list[str]:
+    """`[binary, -m, path, --host, host, --port, port, ...]` for a CatalogModel and its RunnerSettings."""
+    runtime = getattr(settings, "runtime", "llama-server") or "llama-server"
+    extra_args = [str(arg) for arg in (getattr(settings, "extra_args", None) or [])]
+    if runtime == "custom":
+        return _custom_args(model, settings, port, extra_args)
+    if runtime == "whisper-server":
+        binary = _binary(find_binary, "whisper-server")
+        return [str(binary), "-m", model.path, "--host", host, "--port", str(port), *extra_args]
+
+    binary = _binary(find_binary, "llama-server")
+    parameters = effective_parameters(settings, overrides)
+    args = [str(binary), "-m", model.path, "--host", host, "--port", str(port), "--alias", model.name]
+    is_embedding = model.kind == "embedding" or getattr(model, "cap_embedding", False)
+    if is_embedding:
+        # llama-server serves /v1/embeddings only with --embeddings, and needs a pooling for it.
+        parameters.setdefault("embeddings", True)
+        parameters.setdefault("pooling", "mean")
+    mmproj = getattr(model, "mmproj_path", "")
+    if getattr(model, "cap_vision", False) and mmproj:
+        parameters.setdefault("mmproj", mmproj)
+    args += parameter_args(parameters)
+    args += extra_args
+    if "--metrics" not in args:
+        args.append("--metrics")  # /metrics feeds the dashboard's per-runner numbers
+    return args
+
+
+def _binary(find_binary: BinaryFinder, kind: str) -> Path:
+    binary = find_binary(kind)
+    if binary is None:
+        setting = "LLAMAPROXY_LLAMA_SERVER" if kind == "llama-server" else "LLAMAPROXY_WHISPER_SERVER"
+        command = "install_llama_server" if kind == "llama-server" else "install_whisper_server"
+        raise RunnerConfigError(f"{kind} is not installed: run `manage.py {command}` or set {setting}")
+    return binary
+
+
+def _custom_args(model: Any, settings: Any, port: int, extra_args: list[str]) -> list[str]:
+    command = (getattr(settings, "custom_command", "") or "").strip()
+    if not command:
+        raise RunnerConfigError(f"model '{model.name}' uses the custom runtime but has no custom command")
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise RunnerConfigError(f"the custom command of '{model.name}' cannot be parsed: {exc}") from None
+    # Placeholders are filled after splitting, so a model path with spaces stays one argument.
+    return [word.replace("{port}", str(port)).replace("{model}", model.path) for word in words] + extra_args

@@ -1,0 +1,276 @@
+"""The OpenAI face through the official `openai` SDK against the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from models_catalog.tiny_model import write_tiny_model
+
+pytestmark = pytest.mark.integration
+
+
+def put_models(stack) -> None:
+    write_tiny_model(stack.models_dir / "tiny-chat.gguf", name="tiny-chat", seed=1)
+    write_tiny_model(stack.models_dir / "tiny-embed.gguf", name="tiny-embed", seed=2)
+
+
+@pytest.fixture(scope="module")
+def stack(request, tmp_path_factory, llama_server_binary):
+    from tests.integration.conftest import Stack, stack_env
+
+    root = tmp_path_factory.mktemp("openai-stack")
+    env, ports = stack_env(root, llama_server_binary, LLAMAPROXY_MAX_LOADED_MODELS="2")
+    stack = Stack(root=root, env=env, ports=ports)
+    put_models(stack)
+    stack.manage("migrate", "--noinput")
+    stack.manage("scan_models")
+    stack.start()
+    response = httpx.patch(
+        stack.url("dashboard") + "/api/manage/models/tiny-embed",
+        json={"parameters": {"embeddings": True, "pooling": "mean"}},
+        headers=stack.admin_headers(),
+    )
+    assert response.status_code == 200, response.text
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def client(stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url("api") + "/v1", api_key="sk-anything", max_retries=0, timeout=60)
+
+
+def usage_rows(stack, **filters: str) -> list[dict]:
+    response = httpx.get(
+        stack.url("dashboard") + "/api/manage/usage",
+        params={"limit": 5000, **filters},
+        headers=stack.admin_headers(),
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def wait_for_rows(stack, count: int, timeout: float = 10, **filters: str) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    rows = usage_rows(stack, **filters)
+    while len(rows) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+        rows = usage_rows(stack, **filters)
+    return rows
+
+
+def test_it_lists_every_catalog_model(client: openai.OpenAI) -> None:
+    models = {m.id: m for m in client.models.list()}
+    assert {"tiny-chat", "tiny-embed"} <= set(models)
+    chat = models["tiny-chat"]
+    assert chat.object == "model"
+    assert chat.owned_by == "llamaproxy"
+    assert chat.model_extra["context_length"] == 4096
+    assert isinstance(chat.model_extra["loaded"], bool)
+
+
+def test_it_answers_a_chat_completion_with_usage(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="tiny-chat",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=12,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert completion.model == "tiny-chat"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.usage.completion_tokens == 12
+    assert completion.usage.prompt_tokens > 0
+
+
+def test_it_streams_a_chat_completion(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="tiny-chat:latest",
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=10,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].choices == [] or chunks[-1].choices[0].finish_reason == "length"
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 1
+
+
+def test_it_answers_completions(client: openai.OpenAI) -> None:
+    completion = client.completions.create(
+        model="tiny-chat", prompt="Once upon a time", max_tokens=7, extra_body={"ignore_eos": True}
+    )
+    assert completion.usage.completion_tokens == 7
+    assert isinstance(completion.choices[0].text, str)
+
+
+def test_it_answers_embeddings_from_a_runner_started_with_embeddings(client: openai.OpenAI) -> None:
+    result = client.embeddings.create(model="tiny-embed", input=["one", "two words"])
+    assert len(result.data) == 2
+    assert len(result.data[0].embedding) == 64
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "tiny-chat", "messages": "hello"}, "messages"),
+        (
+            {"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"},
+            "max_tokens",
+        ),
+        ({"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+        ({"model": 7, "messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "tiny-chat"}, "messages"),
+    ],
+)
+def test_wrong_types_get_a_400_naming_the_field(stack, body: dict, field: str) -> None:
+    response = httpx.post(stack.url("api") + "/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == field
+    assert field in error["message"]
+
+
+def test_malformed_json_gets_a_400_in_openai_shape(stack) -> None:
+    response = httpx.post(
+        stack.url("api") + "/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    assert "not valid JSON" in response.json()["error"]["message"]
+
+
+def test_an_unknown_model_is_a_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert "no-such-model" in caught.value.message
+
+
+def test_an_unknown_endpoint_is_a_json_404(stack) -> None:
+    response = httpx.get(stack.url("api") + "/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_error_from_llama_server_is_passed_through_with_its_status(client: openai.OpenAI) -> None:
+    # A prompt far longer than the runner's context: llama-server refuses it itself.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="tiny-chat", prompt=[[5] * 10_000], max_tokens=2)
+    assert caught.value.status_code == 400
+    assert caught.value.message
+
+
+def test_the_same_routes_answer_on_the_ollama_and_lm_studio_ports(stack) -> None:
+    for face in ("ollama", "lmstudio"):
+        client = openai.OpenAI(base_url=stack.url(face) + "/v1", api_key="x", max_retries=0)
+        completion = client.chat.completions.create(
+            model="tiny-chat",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=3,
+            extra_body={"ignore_eos": True},
+        )
+        assert completion.usage.completion_tokens == 3
+    rows = wait_for_rows(stack, 1, face="lmstudio", endpoint="chat/completions")
+    assert rows[0]["face"] == "lmstudio"
+
+
+def test_a_client_that_disconnects_mid_stream_stops_the_generation(stack) -> None:
+    body = {
+        "model": "tiny-chat",
+        "messages": [{"role": "user", "content": "go on forever"}],
+        "max_tokens": 200_000,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", stack.url("api") + "/v1/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        for index, _ in enumerate(response.iter_raw()):
+            if index > 5:
+                break
+    # llama-server's own view of its slots: nothing may still be processing.
+    deadline = time.monotonic() + 5
+    busy = True
+    while busy and time.monotonic() < deadline:
+        slots = httpx.get(stack.url("api") + "/upstream/tiny-chat/slots", timeout=10).json()
+        busy = any(slot.get("is_processing") for slot in slots)
+        if busy:
+            time.sleep(0.1)
+    assert not busy, "llama-server kept generating after the client went away"
+    rows = wait_for_rows(stack, 1, endpoint="chat/completions", status="200")
+    assert any(row["error"] == "client disconnected" for row in rows)
+
+
+def test_fifty_concurrent_streams_make_fifty_usage_rows_with_the_right_counts(stack) -> None:
+    marker_model = "tiny-embed"  # a model the other tests do not stream from, so rows are ours alone
+    before = len(usage_rows(stack, model=marker_model, endpoint="completions"))
+
+    async def one(client: openai.AsyncOpenAI, index: int) -> int:
+        stream = await client.completions.create(
+            model=marker_model,
+            prompt=f"request {index}",
+            max_tokens=8,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        return len([chunk async for chunk in stream])
+
+    async def run_all() -> list[int]:
+        client = openai.AsyncOpenAI(
+            base_url=stack.url("api") + "/v1", api_key="x", max_retries=0, timeout=120
+        )
+        try:
+            return await asyncio.gather(*(one(client, i) for i in range(50)))
+        finally:
+            await client.close()
+
+    counts = asyncio.run(run_all())
+    assert len(counts) == 50 and all(count >= 1 for count in counts)
+    rows = wait_for_rows(stack, before + 50, model=marker_model, endpoint="completions")
+    assert len(rows) == before + 50
+    ours = rows[:50]
+    assert all(row["completion_tokens"] == 8 for row in ours)
+    assert all(row["prompt_tokens"] and row["prompt_tokens"] > 0 for row in ours)
+    assert all(row["stream"] and row["status"] == 200 for row in ours)
+
+
+def test_metrics_count_requests_and_tokens(stack) -> None:
+    text = httpx.get(stack.url("api") + "/metrics").text
+    assert (
+        'llamaproxy_requests_total{endpoint="chat/completions",face="api",model="tiny-chat",status="200"}'
+        in text
+    )
+    assert "llamaproxy_completion_tokens_total" in text
+    assert "llamaproxy_time_to_first_token_seconds_bucket" in text
+    assert 'llamaproxy_runner_state{model="tiny-chat",state="ready"} 1.0' in text
+
+
+def test_usage_totals_per_day(stack) -> None:
+    response = httpx.get(
+        stack.url("dashboard") + "/api/manage/usage/totals",
+        params={"by": "day"},
+        headers=stack.admin_headers(),
+    )
+    assert response.status_code == 200
+    totals = response.json()
+    assert totals and totals[0]["requests"] > 0 and totals[0]["completion_tokens"] > 0
+
+
+def test_usage_queries_reject_bad_filters(stack) -> None:
+    response = httpx.get(
+        stack.url("dashboard") + "/api/manage/usage",
+        params={"since": "yesterday"},
+        headers=stack.admin_headers(),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "since"

@@ -1,0 +1,223 @@
+"""Runners through the real stack: `manage.py serve`, Redis, the Celery worker, real llama-server
+processes on tiny random-weight models. Requests go through the api face like a client's would."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from models_catalog.tiny_model import write_tiny_model
+
+pytestmark = pytest.mark.integration
+
+CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, "temperature": 0}
+
+
+def write_broken_model(path: Path) -> None:
+    """A GGUF the scanner reads (headers are fine) but llama-server refuses: hyperparameters missing."""
+    import gguf
+
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_name(path.stem)
+    writer.add_context_length(256)
+    writer.add_embedding_length(64)
+    writer.add_block_count(2)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_tensor("garbage.weight", np.zeros((64, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def catalog(*names: str, broken: tuple[str, ...] = (), shell: str = "") -> Callable:
+    """A `setup` for make_stack: model files, a scan, and optional settings (ORM code) before serve."""
+
+    def setup(stack) -> None:
+        for seed, name in enumerate(names):
+            write_tiny_model(stack.models_dir / f"{name}.gguf", name=name, seed=seed)
+        for name in broken:
+            write_broken_model(stack.models_dir / f"{name}.gguf")
+        # The manage API reads this token; serve does not create it before the first local command.
+        stack.home.mkdir(parents=True, exist_ok=True)
+        token = stack.home / "admin_token"
+        if not token.exists():
+            token.write_text(secrets.token_urlsafe(32))
+            token.chmod(0o600)
+        stack.manage("migrate", "--noinput")
+        stack.manage("scan_models")
+        if shell:
+            stack.manage("shell", "-c", "from models_catalog.models import RunnerSettings\n" + shell)
+
+    return setup
+
+
+def chat(stack, model: str, **extra) -> httpx.Response:
+    return httpx.post(stack.url("api") + "/v1/chat/completions", json={**CHAT, "model": model, **extra}, timeout=60)
+
+
+def runners(stack) -> dict[str, dict]:
+    response = httpx.get(stack.url("dashboard") + "/api/manage/runners", headers=stack.admin_headers(), timeout=30)
+    assert response.status_code == 200, response.text
+    return {row["model"]: row for row in response.json()}
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def runner_processes(stack) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline and cmdline[0].endswith("llama-server") and str(stack.models_dir) in " ".join(cmdline):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def starts_in_log(stack, model: str) -> int:
+    path = stack.log_dir / "runners" / f"{model}.log"
+    return path.read_text(errors="replace").count("=== llamaproxy: starting") if path.exists() else 0
+
+
+def test_twenty_concurrent_requests_to_a_cold_model_start_one_process_and_all_succeed(make_stack) -> None:
+    stack = make_stack(setup=catalog("cold"))
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(lambda _: chat(stack, "cold"), range(20)))
+    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses if r.status_code != 200]
+    assert all(r.json()["choices"][0]["message"]["role"] == "assistant" for r in responses)
+    assert starts_in_log(stack, "cold") == 1
+    assert len(runner_processes(stack)) == 1
+    status = runners(stack)["cold"]
+    assert status["state"] == "ready" and status["in_flight"] == 0 and status["port"]
+
+    started = runner_processes(stack)
+    assert stack.stop() == 0
+    time.sleep(0.2)
+    assert [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_with_one_model_allowed_b_waits_for_as_stream_to_finish_then_only_b_runs(make_stack) -> None:
+    stack = make_stack(setup=catalog("alpha", "beta"), LLAMAPROXY_MAX_LOADED_MODELS="1")
+    assert chat(stack, "alpha").status_code == 200
+    stream_body = {**CHAT, "model": "alpha", "stream": True, "max_tokens": 3000, "ignore_eos": True}
+    b_result: dict[str, object] = {}
+
+    def request_b() -> None:
+        b_result["response"] = chat(stack, "beta")
+        b_result["at"] = time.monotonic()
+
+    with httpx.Client(timeout=60) as client:
+        with client.stream("POST", stack.url("api") + "/v1/chat/completions", json=stream_body) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()
+            first = next(line for line in lines if line.startswith("data:"))
+            b_thread = threading.Thread(target=request_b)
+            b_thread.start()
+            # While A streams, A is draining (not killed) and B waits in the queue.
+            seen = wait_for(
+                lambda: (s := runners(stack))["alpha"]["state"] == "draining" and s["beta"]["queued"] == 1,
+                10,
+                "alpha draining and beta queued",
+            )
+            assert seen
+            assert "response" not in b_result
+            rest = [line for line in lines if line.startswith("data:")]
+            a_done = time.monotonic()
+        b_thread.join(30)
+    assert first and rest[-1] == "data: [DONE]"
+    assert len(rest) > 1000  # the whole stream came through: A was not stopped under it
+    response = b_result["response"]
+    assert response.status_code == 200, response.text
+    assert b_result["at"] >= a_done - 1.0
+    status = runners(stack)
+    assert status["alpha"]["state"] == "stopped" and status["beta"]["state"] == "ready"
+    assert len(runner_processes(stack)) == 1
+
+
+def test_an_idle_model_is_unloaded_on_time_and_a_pinned_model_is_never_evicted(make_stack) -> None:
+    pin = "RunnerSettings.objects.filter(model__name='keeper').update(pinned=True)"
+    stack = make_stack(
+        setup=catalog("keeper", "second", "third", shell=pin),
+        LLAMAPROXY_MAX_LOADED_MODELS="2",
+        LLAMAPROXY_DEFAULT_TTL="3",
+    )
+    for name in ("keeper", "second"):
+        assert chat(stack, name).status_code == 200
+    # A third model needs a slot: the unpinned one goes, however recently the pinned one was used.
+    assert chat(stack, "third").status_code == 200
+    status = runners(stack)
+    assert status["keeper"]["state"] == "ready" and status["second"]["state"] == "stopped"
+    assert status["third"]["expires_at"] is not None and status["keeper"]["expires_at"] is None
+    used = time.monotonic()
+    wait_for(lambda: runners(stack)["third"]["state"] == "stopped", 10, "third unloaded by its TTL")
+    assert 2.5 <= time.monotonic() - used <= 6.0
+    assert runners(stack)["keeper"]["state"] == "ready"
+    assert len(runner_processes(stack)) == 1
+
+
+def test_a_runner_killed_with_sigkill_is_marked_and_the_next_request_starts_it_again(make_stack) -> None:
+    stack = make_stack(setup=catalog("victim"))
+    assert chat(stack, "victim").status_code == 200
+    pid = runners(stack)["victim"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    failed = wait_for(
+        lambda: (row := runners(stack)["victim"])["state"] == "failed" and row, 12, "the health sweep to mark it"
+    )
+    assert "signal 9" in failed["failure_reason"]
+    assert chat(stack, "victim").status_code == 200
+    status = runners(stack)["victim"]
+    assert status["state"] == "ready" and status["pid"] != pid
+    assert starts_in_log(stack, "victim") == 2
+
+
+def test_a_garbage_model_gets_a_503_with_llama_servers_error_and_other_models_keep_working(make_stack) -> None:
+    stack = make_stack(setup=catalog("fine", broken=("broken",)), LLAMAPROXY_MAX_LOADED_MODELS="2")
+    response = chat(stack, "broken")
+    assert response.status_code == 503, response.text
+    message = response.json()["error"]["message"]
+    assert "broken" in message and "layer_norm_rms_epsilon" in message  # llama-server's own words
+    status = runners(stack)["broken"]
+    assert status["state"] == "failed" and "layer_norm_rms_epsilon" in status["failure_reason"]
+    log = httpx.get(
+        stack.url("dashboard") + "/api/manage/runners/broken/log", params={"lines": 50}, headers=stack.admin_headers()
+    ).json()
+    assert any("error loading model" in line for line in log["lines"])
+    assert chat(stack, "fine").status_code == 200
+    assert chat(stack, "broken").status_code == 503  # tried again, failed again, still clear
+
+
+def test_the_runners_command_loads_shows_logs_and_unloads_through_the_gateway(make_stack) -> None:
+    stack = make_stack(setup=catalog("handy"))
+    loaded = stack.manage("runners", "load", "handy", check=False)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "handy is ready on port" in loaded.stdout
+    assert "handy" in stack.manage("runners", "status").stdout
+    logs = stack.manage("runners", "logs", "handy", "-n", "5").stdout
+    assert "listening on" in logs or "model loaded" in logs
+    missing = stack.manage("runners", "load", "nope", check=False)
+    assert missing.returncode != 0 and "'nope' not found" in missing.stderr
+    assert "unloaded" in stack.manage("runners", "unload", "handy").stdout
+    assert runner_processes(stack) == []
+    stack.stop()
+    stopped = stack.manage("runners", "status", check=False)
+    assert stopped.returncode != 0 and "not running" in stopped.stderr

@@ -1,0 +1,115 @@
+"""The argument list of a runner, from catalog model and runner settings — never a shell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runners.arguments import RunnerConfigError, runner_args
+
+
+@dataclass
+class Model:
+    name: str = "qwen"
+    path: str = "/models/My Models/qwen.gguf"
+    kind: str = "llm"
+    cap_embedding: bool = False
+    cap_vision: bool = False
+    mmproj_path: str = ""
+
+
+@dataclass
+class Settings:
+    runtime: str = "llama-server"
+    custom_command: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+
+
+def finder(kind: str) -> Path | None:
+    return Path(f"/bin/{kind}")
+
+
+def args_for(model: Model, settings: Settings | None = None, **kwargs: Any) -> list[str]:
+    return runner_args(model, settings, host="127.0.0.1", port=40123, find_binary=finder, **kwargs)
+
+
+def test_a_plain_model_gets_binary_model_host_port_alias_and_metrics() -> None:
+    assert args_for(Model()) == [
+        "/bin/llama-server",
+        "-m",
+        "/models/My Models/qwen.gguf",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "40123",
+        "--alias",
+        "qwen",
+        "--metrics",
+    ]
+
+
+def test_parameters_and_extra_args_follow_in_order() -> None:
+    settings = Settings(
+        parameters={"ctx_size": 8192, "jinja": True, "mlock": False}, extra_args=["--no-webui"]
+    )
+    args = args_for(Model(), settings)
+    assert args[9:] == ["--ctx-size", "8192", "--jinja", "--no-webui", "--metrics"]
+
+
+def test_request_overrides_replace_the_settings_values() -> None:
+    settings = Settings(parameters={"ctx_size": 8192, "threads": 4})
+    args = args_for(Model(), settings, overrides={"ctx_size": 2048})
+    assert args[args.index("--ctx-size") + 1] == "2048"
+    assert args[args.index("--threads") + 1] == "4"
+
+
+def test_an_embedding_model_serves_embeddings_with_mean_pooling_unless_set() -> None:
+    args = args_for(Model(kind="embedding"))
+    assert "--embeddings" in args and args[args.index("--pooling") + 1] == "mean"
+    args = args_for(Model(kind="embedding"), Settings(parameters={"pooling": "cls"}))
+    assert args[args.index("--pooling") + 1] == "cls"
+
+
+def test_a_vision_model_gets_its_projector() -> None:
+    args = args_for(Model(cap_vision=True, mmproj_path="/models/mmproj.gguf"))
+    assert args[args.index("--mmproj") + 1] == "/models/mmproj.gguf"
+
+
+def test_metrics_is_not_repeated_when_extra_args_have_it() -> None:
+    assert args_for(Model(), Settings(extra_args=["--metrics"])).count("--metrics") == 1
+
+
+def test_a_custom_command_is_split_without_a_shell_and_placeholders_filled_per_argument() -> None:
+    settings = Settings(
+        runtime="custom", custom_command="/opt/srv --model {model} --port={port} 'two words' ; rm"
+    )
+    assert args_for(Model(), settings) == [
+        "/opt/srv",
+        "--model",
+        "/models/My Models/qwen.gguf",
+        "--port=40123",
+        "two words",
+        ";",
+        "rm",
+    ]
+
+
+def test_an_empty_or_broken_custom_command_is_a_clear_error() -> None:
+    with pytest.raises(RunnerConfigError, match="no custom command"):
+        args_for(Model(), Settings(runtime="custom"))
+    with pytest.raises(RunnerConfigError, match="cannot be parsed"):
+        args_for(Model(), Settings(runtime="custom", custom_command="srv 'unclosed {port}"))
+
+
+def test_the_whisper_runtime_uses_whisper_server() -> None:
+    args = args_for(Model(path="/m/ggml-tiny.bin"), Settings(runtime="whisper-server"))
+    assert args == ["/bin/whisper-server", "-m", "/m/ggml-tiny.bin", "--host", "127.0.0.1", "--port", "40123"]
+
+
+def test_a_missing_binary_says_how_to_install_it() -> None:
+    with pytest.raises(RunnerConfigError, match="install_llama_server"):
+        runner_args(Model(), None, host="127.0.0.1", port=1, find_binary=lambda kind: None)

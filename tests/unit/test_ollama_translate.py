@@ -1,0 +1,419 @@
+"""Ollama ⇄ OpenAI translation, table-driven over fixtures written from the documented shapes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxies.catalog_view import ModelView
+from proxies.ollama import translate as t
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ollama"
+NOW = 1_700_000_000.0
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def make_view(**changes: Any) -> ModelView:
+    view = ModelView(
+        name="acme-chat",
+        kind="llm",
+        enabled=True,
+        state="available",
+        path="/models/acme-chat.Q4_K_M.gguf",
+        size_bytes=4_920_000_000,
+        mtime=NOW,
+        created=int(NOW),
+        architecture="llama",
+        display_name="Acme Chat",
+        size_label="8B",
+        parameter_count=8_030_000_000,
+        quantization="Q4_K_M",
+        file_type=15,
+        context_length=131072,
+        embedding_length=4096,
+        block_count=32,
+        head_count=32,
+        head_count_kv=8,
+        chat_template="{{ messages }}",
+        metadata={"llama.rope.freq_base": 500000.0, "general.basename": "acme"},
+        capabilities=("completion", "tools"),
+        digest="",
+        aliases=("acme",),
+        parameters={},
+        sampling={"temperature": 0.7, "stop": ["<|eot_id|>"]},
+    )
+    return replace(view, **changes)
+
+
+def feed_all(stream: t.OllamaStream, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    for chunk in chunks:
+        objects += stream.feed(chunk, NOW)
+    objects.append(stream.final(NOW, total_ns=5_000_000, load_ns=1_000_000))
+    return objects
+
+
+# --- keep_alive and options ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keep_alive", "ttl"),
+    [
+        (None, None),
+        ("", None),
+        (0, 0),
+        ("0", 0),
+        ("0s", 0),
+        (-1, -1),
+        ("-1m", -1),
+        ("-1", -1),
+        (300, 300),
+        (2.4, 2),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("90s", 90),
+        ("500ms", 1),
+    ],
+)
+def test_keep_alive_becomes_the_schedulers_ttl(keep_alive: Any, ttl: int | None) -> None:
+    assert t.keep_alive_seconds(keep_alive) == ttl
+
+
+@pytest.mark.parametrize("keep_alive", ["soon", "5 minutes", "m5", "1x"])
+def test_a_keep_alive_that_is_no_duration_is_refused_naming_it(keep_alive: str) -> None:
+    with pytest.raises(t.TranslationError, match="keep_alive"):
+        t.keep_alive_seconds(keep_alive)
+
+
+def test_options_split_into_request_fields_and_runner_parameters() -> None:
+    options = t.split_options(
+        {
+            "temperature": 0,
+            "top_p": 0.9,
+            "num_keep": 4,
+            "num_predict": 32,
+            "num_ctx": 4096,
+            "num_gpu": 0,
+            "num_thread": 2,
+            "num_batch": 256,
+            "use_mmap": True,  # applied at load time by Ollama; llama-server has no request field
+            "ignore_eos": True,
+        }
+    )
+    assert options.sampling == {
+        "temperature": 0.0,
+        "top_p": 0.9,
+        "n_keep": 4,
+        "max_tokens": 32,
+        "ignore_eos": True,
+    }
+    assert options.runner_params == {"ctx_size": 4096, "n_gpu_layers": 0, "threads": 2, "batch_size": 256}
+
+
+@pytest.mark.parametrize("num_predict", [-1, -2, 0])
+def test_unbounded_num_predict_leaves_the_length_to_llama_server(num_predict: int) -> None:
+    assert "max_tokens" not in t.split_options({"num_predict": num_predict}).sampling
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"temperature": "hot"}, '"temperature" must be a number'),
+        ({"top_k": 2.5}, '"top_k" must be a whole number'),
+        ({"num_ctx": -5}, '"num_ctx" must not be negative'),
+        ({"stop": "x"}, None),
+        ({"stop": [1]}, '"stop" must be a list'),
+        ({"ignore_eos": 1}, '"ignore_eos" must be true or false'),
+    ],
+)
+def test_options_of_the_wrong_type_are_refused_by_name(options: dict, message: str | None) -> None:
+    if message is None:
+        assert t.split_options(options).sampling == {"stop": ["x"]}
+        return
+    with pytest.raises(t.TranslationError, match=message):
+        t.split_options(options)
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+def test_a_chat_with_images_tools_and_options_becomes_the_openai_request() -> None:
+    case = fixture("chat_request_tools_images.json")
+    plan = t.chat_plan(t.validate(t.ChatRequest, case["request"]))
+    assert plan.path == "/v1/chat/completions"
+    assert plan.body["messages"] == case["expected_messages"]
+    assert plan.body["tools"] == case["request"]["tools"]
+    for name, value in case["expected_sampling"].items():
+        assert plan.body[name] == value
+    assert plan.runner_params == case["expected_runner_params"]
+    assert plan.ttl == case["expected_ttl"]
+    # Always streamed upstream: `stream: false` is gathered into one object by the face.
+    assert plan.body["stream"] is True
+    assert plan.body["stream_options"] == {"include_usage": True}
+
+
+def test_tool_results_answer_the_calls_in_order_when_names_repeat() -> None:
+    messages = t.to_openai_messages(
+        [
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"function": {"name": "f", "arguments": {"x": 1}}},
+                    {"function": {"name": "g", "arguments": {}}},
+                    {"function": {"name": "f", "arguments": {"x": 2}}},
+                ],
+            },
+            {"role": "tool", "content": "g done", "tool_name": "g"},
+            {"role": "tool", "content": "f1"},
+            {"role": "tool", "content": "f2", "tool_name": "f"},
+        ]
+    )
+    assert [m.get("tool_call_id") for m in messages[1:]] == ["call_1", "call_0", "call_2"]
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"role": "robot", "content": "x"}, "messages.0.role"),
+        ({"role": "user", "content": 5}, "messages.0.content"),
+        ({"role": "user", "content": "x", "images": "abc"}, "messages.0.images"),
+        ({"role": "assistant", "tool_calls": [{"function": {}}]}, "function.name"),
+    ],
+)
+def test_malformed_messages_are_refused_naming_the_field(message: dict, error: str) -> None:
+    with pytest.raises(t.TranslationError, match=error):
+        t.to_openai_messages([message])
+
+
+def test_format_with_a_schema_renders_the_template_then_constrains_a_completion() -> None:
+    schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    request = t.validate(
+        t.ChatRequest,
+        {"model": "m", "messages": [{"role": "user", "content": "age?"}], "format": schema, "think": False},
+    )
+    plan = t.chat_plan(request)
+    assert plan.path == "/v1/completions"
+    assert plan.render_messages == [{"role": "user", "content": "age?"}]
+    assert t.render_body(plan) == {
+        "messages": [{"role": "user", "content": "age?"}],
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    body = t.with_rendered_prompt(plan, "<|im_start|>user\nage?<|im_end|>\n<|im_start|>assistant\n")
+    assert body["json_schema"] == schema
+    assert body["prompt"].endswith("assistant\n")
+    assert "messages" not in body and "chat_template_kwargs" not in body
+
+
+def test_format_json_asks_for_any_object() -> None:
+    assert t.format_schema("json") == {"type": "object"}
+    assert t.format_schema("") is None
+    with pytest.raises(t.TranslationError, match="format"):
+        t.format_schema("yaml")
+
+
+@pytest.mark.parametrize(
+    ("think", "fields"),
+    [
+        (None, {}),
+        (True, {"chat_template_kwargs": {"enable_thinking": True}}),
+        (False, {"chat_template_kwargs": {"enable_thinking": False}}),
+        ("high", {"chat_template_kwargs": {"enable_thinking": True, "reasoning_effort": "high"}}),
+    ],
+)
+def test_think_becomes_the_templates_thinking_switch(think: Any, fields: dict) -> None:
+    assert t.think_fields(think) == fields
+
+
+def test_generate_applies_the_template_through_the_chat_endpoint() -> None:
+    request = t.validate(
+        t.GenerateRequest,
+        {"model": "m", "prompt": "Why?", "system": "Be kind.", "images": ["/9j/AAAA"], "options": {"seed": 1}},
+    )
+    plan = t.generate_plan(request)
+    assert plan.path == "/v1/chat/completions"
+    assert plan.body["messages"] == [
+        {"role": "system", "content": "Be kind."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Why?"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AAAA"}},
+            ],
+        },
+    ]
+    assert plan.body["seed"] == 1
+
+
+def test_raw_generate_sends_the_prompt_untouched_to_the_completion_endpoint() -> None:
+    plan = t.generate_plan(t.validate(t.GenerateRequest, {"model": "m", "prompt": "[INST] hi", "raw": True}))
+    assert plan.path == "/v1/completions"
+    assert plan.body["prompt"] == "[INST] hi"
+    assert "messages" not in plan.body
+
+
+def test_fill_in_the_middle_is_refused_with_a_way_out() -> None:
+    with pytest.raises(t.TranslationError, match="raw"):
+        t.generate_plan(t.validate(t.GenerateRequest, {"model": "m", "prompt": "def f(", "suffix": "return"}))
+
+
+def test_a_request_with_wrongly_typed_fields_is_refused_naming_the_field() -> None:
+    with pytest.raises(t.TranslationError, match="stream"):
+        t.validate(t.ChatRequest, {"model": "m", "messages": [], "stream": "yes"})
+    with pytest.raises(t.TranslationError, match="messages"):
+        t.validate(t.ChatRequest, {"model": "m", "messages": "hello"})
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+def test_streamed_text_becomes_one_object_per_piece_and_a_final_object_with_nanoseconds() -> None:
+    case = fixture("chat_stream_text.json")
+    objects = feed_all(t.OllamaStream(model="acme-chat:latest", kind="chat"), case["chunks"])
+    pieces, final = objects[:-1], objects[-1]
+    assert [p["message"]["content"] for p in pieces] == case["expected_text"]
+    assert all(p["done"] is False and p["model"] == "acme-chat:latest" for p in pieces)
+    assert pieces[0]["created_at"] == "2023-11-14T22:13:20.000000000Z"
+    for name, value in case["expected_final"].items():
+        assert final[name] == value
+    assert final["total_duration"] == 5_000_000 and final["load_duration"] == 1_000_000
+    assert final["message"] == {"role": "assistant", "content": ""}
+    assert all(isinstance(final[k], int) for k in ("prompt_eval_duration", "eval_duration", "eval_count"))
+
+
+def test_tool_call_fragments_arrive_as_one_call_with_object_arguments() -> None:
+    case = fixture("chat_stream_tool_call.json")
+    objects = feed_all(t.OllamaStream(model="m", kind="chat"), case["chunks"])
+    calls = [o for o in objects if o["message"].get("tool_calls")]
+    assert len(calls) == 1
+    assert calls[0]["message"]["tool_calls"] == case["expected_tool_calls"]
+    for name, value in case["expected_final"].items():
+        assert objects[-1][name] == value
+    merged = t.merge_objects(objects)
+    assert merged["message"]["tool_calls"] == case["expected_tool_calls"]
+
+
+def test_thinking_goes_to_its_own_field_and_is_dropped_when_think_is_false() -> None:
+    case = fixture("chat_stream_thinking.json")
+    merged = t.merge_objects(feed_all(t.OllamaStream(model="m", kind="chat"), case["chunks"]))
+    assert merged["message"]["thinking"] == case["expected_thinking"]
+    assert merged["message"]["content"] == case["expected_content"]
+    hidden = t.merge_objects(feed_all(t.OllamaStream(model="m", kind="chat", show_thinking=False), case["chunks"]))
+    assert "thinking" not in hidden["message"]
+    assert hidden["message"]["content"] == case["expected_content"]
+
+
+def test_a_completion_stream_becomes_generate_objects_joined_when_not_streaming() -> None:
+    case = fixture("completion_stream.json")
+    objects = feed_all(t.OllamaStream(model="m", kind="generate"), case["chunks"])
+    assert all("response" in o and "message" not in o for o in objects)
+    merged = t.merge_objects(objects)
+    assert merged["response"] == case["expected_response"]
+    for name, value in case["expected_final"].items():
+        assert merged[name] == value
+
+
+@pytest.mark.parametrize(
+    ("text", "arguments"),
+    [("", {}), ('{"a": 1}', {"a": 1}), ("[1]", {"value": [1]}), ("not json", {"raw": "not json"})],
+)
+def test_tool_arguments_are_always_an_object(text: str, arguments: dict) -> None:
+    assert t.tool_arguments(text) == arguments
+
+
+def test_an_empty_prompt_answers_load_or_unload() -> None:
+    assert t.load_object("m", "generate", NOW, unloaded=False) == {
+        "model": "m",
+        "created_at": "2023-11-14T22:13:20.000000000Z",
+        "response": "",
+        "done": True,
+        "done_reason": "load",
+    }
+    assert t.load_object("m", "chat", NOW, unloaded=True)["done_reason"] == "unload"
+
+
+def test_embeddings_keep_their_input_order() -> None:
+    body = {
+        "data": [{"index": 1, "embedding": [0.2]}, {"index": 0, "embedding": [0.1]}],
+        "usage": {"prompt_tokens": 4},
+    }
+    assert t.embed_response("e", body, 10, 2) == {
+        "model": "e",
+        "embeddings": [[0.1], [0.2]],
+        "total_duration": 10,
+        "load_duration": 2,
+        "prompt_eval_count": 4,
+    }
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "tagged"),
+    [("acme", "acme:latest"), ("acme:q4", "acme:q4"), ("hf.co/org/acme", "hf.co/org/acme:latest")],
+)
+def test_names_carry_a_tag(name: str, tagged: str) -> None:
+    assert t.tagged(name) == tagged
+
+
+def test_a_tags_entry_has_the_fields_clients_read() -> None:
+    entry = t.tags_entry(make_view(), "acme-chat", "ab" * 32)
+    assert entry == {
+        "name": "acme-chat:latest",
+        "model": "acme-chat:latest",
+        "modified_at": "2023-11-14T22:13:20.000000000Z",
+        "size": 4_920_000_000,
+        "digest": "ab" * 32,
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": "llama",
+            "families": ["llama"],
+            "parameter_size": "8.0B",
+            "quantization_level": "Q4_K_M",
+        },
+    }
+
+
+def test_show_gives_model_info_with_the_architectures_keys_and_the_catalogs_capabilities() -> None:
+    shown = t.show_response(make_view())
+    info = shown["model_info"]
+    assert info["general.architecture"] == "llama"
+    assert info["llama.context_length"] == 131072
+    assert info["llama.attention.head_count_kv"] == 8
+    assert info["llama.rope.freq_base"] == 500000.0
+    assert info["general.parameter_count"] == 8_030_000_000
+    assert shown["capabilities"] == ["completion", "tools"]
+    assert shown["template"] == "{{ messages }}"
+    assert shown["parameters"].splitlines() == [f"{'stop':<30} \"<|eot_id|>\"", f"{'temperature':<30} 0.7"]
+    assert "FROM /models/acme-chat.Q4_K_M.gguf" in shown["modelfile"]
+    assert shown["details"]["family"] == "llama"
+
+
+@pytest.mark.parametrize(
+    ("runner", "expires"),
+    [
+        ({"expires_at": "2023-11-14T22:18:20+00:00"}, "2023-11-14T22:18:20.000000000Z"),
+        ({"expires_at": None, "ttl_seconds": 60}, "2023-11-14T22:14:20.000000000Z"),
+        ({"expires_at": None, "ttl_seconds": None}, "2315-"),
+    ],
+)
+def test_ps_shows_when_a_runner_expires(runner: dict, expires: str) -> None:
+    entry = t.ps_entry(make_view(), "acme-chat", "d" * 64, {"memory_estimate": 5_000_000_000, **runner}, NOW)
+    assert entry["expires_at"].startswith(expires)
+    assert entry["size"] == 5_000_000_000
+    assert entry["context_length"] == 131072
+    assert entry["name"] == "acme-chat:latest"
+
+
+def test_parameter_sizes_read_like_ollamas() -> None:
+    assert t.parameter_size(8_030_000_000) == "8.0B"
+    assert t.parameter_size(1_240_000) == "1.2M"
+    assert t.parameter_size(None, "7B") == "7B"
