@@ -13,7 +13,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.security import APIKeyHeader, HttpBearer, django_auth_is_staff
+from ninja.security import APIKeyHeader, HttpBearer
+from ninja.security.session import SessionAuthIsStaff
 
 
 def local_admin_token() -> str:
@@ -47,11 +48,20 @@ class AdminHeaderKey(APIKeyHeader):
         return "token" if key and _token_ok(key) else None
 
 
+class StaffSession(SessionAuthIsStaff):
+    """A logged-in staff user; the CSRF check applies only when a session cookie is sent."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return None
+        return super()._get_key(request)
+
+
 api = NinjaAPI(
     title="llamaproxy management API",
     version="1",
     urls_namespace="manage",
-    auth=[django_auth_is_staff, AdminBearer(), AdminHeaderKey()],
+    auth=[AdminBearer(), AdminHeaderKey(), StaffSession()],
     docs_url="/docs",
 )
 

@@ -167,7 +167,7 @@ class CatalogModelAdmin(admin.ModelAdmin):
             else:
                 shown = value if value != "" else "(removed)"
                 self.message_user(
-                    request, f"{name} = {shown} on {count} models (a backup was written first)."
+                    request, f"Set {name} = {shown} on {count} models (a backup was written first)."
                 )
                 return None
         return self._bulk_form(

@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema
+from ninja.responses import Status
 
 from models_catalog import backup, discovery, importer, services
 from models_catalog.errors import CatalogError
@@ -98,8 +99,8 @@ def get_model(request: HttpRequest, name: str) -> Any:
 @router.patch(
     "models/{name}", response=ModelDetailOut, summary="Change an entry's state, aliases or runner settings"
 )
-def update_model(request: HttpRequest, name: str, changes: ModelPatch) -> Any:
-    sent = changes.model_dump(exclude_unset=True)
+def update_model(request: HttpRequest, name: str, payload: ModelPatch) -> Any:
+    sent = payload.model_dump(exclude_unset=True)
     for field, value in sent.items():
         if value is None and field not in NULLABLE_PATCH_FIELDS:
             raise CatalogError("cannot be null", field=field)
@@ -108,9 +109,9 @@ def update_model(request: HttpRequest, name: str, changes: ModelPatch) -> Any:
 
 
 @router.post("models/{name}/aliases", response={201: ModelDetailOut}, summary="Add an alias")
-def add_alias(request: HttpRequest, name: str, body: AliasIn) -> Any:
-    model = services.add_alias(name, body.alias)
-    return 201, _models().get(pk=model.pk)
+def add_alias(request: HttpRequest, name: str, payload: AliasIn) -> Any:
+    model = services.add_alias(name, payload.alias)
+    return Status(201, _models().get(pk=model.pk))
 
 
 @router.delete("models/{name}/aliases/{alias}", response=ModelDetailOut, summary="Remove an alias")
@@ -148,8 +149,8 @@ def list_folders(request: HttpRequest) -> Any:
 @router.post(
     "folders", response={201: FolderOut}, summary="Add a model folder (scanned from the next scan on)"
 )
-def add_folder(request: HttpRequest, body: FolderIn) -> Any:
-    return 201, services.add_folder(body.path)
+def add_folder(request: HttpRequest, payload: FolderIn) -> Any:
+    return Status(201, services.add_folder(payload.path))
 
 
 @router.delete(
@@ -157,7 +158,7 @@ def add_folder(request: HttpRequest, body: FolderIn) -> Any:
 )
 def remove_folder(request: HttpRequest, folder_id: int) -> Any:
     services.remove_folder(folder_id)
-    return 204, None
+    return Status(204, None)
 
 
 @router.get("export", summary="The catalog and every setting, as one JSON document (the backup format)")
@@ -166,10 +167,10 @@ def export(request: HttpRequest) -> dict[str, Any]:
 
 
 @router.post("import", response=ImportOut, summary="Import seed / llama-runner config documents (atomic)")
-def import_configs(request: HttpRequest, body: ImportIn) -> Any:
-    configs = [importer.ConfigFile(f"configs.{i}", data) for i, data in enumerate(body.configs)]
+def import_configs(request: HttpRequest, payload: ImportIn) -> Any:
+    configs = [importer.ConfigFile(f"configs.{i}", data) for i, data in enumerate(payload.configs)]
     try:
-        return importer.import_configs(configs, dry_run=body.dry_run).as_dict()
+        return importer.import_configs(configs, dry_run=payload.dry_run).as_dict()
     except importer.ConfigImportError as exc:
         field = ".".join(part for part in (exc.source, exc.field) if part)
         raise CatalogError(str(exc), field=field) from None
@@ -183,7 +184,7 @@ def list_backups(request: HttpRequest) -> Any:
 @router.post("backups", response={201: BackupOut}, summary="Write a backup now")
 def create_backup(request: HttpRequest) -> Any:
     path = backup.write_backup(reason="manual")
-    return 201, _backup_out(path.name, path.stat().st_size)
+    return Status(201, _backup_out(path.name, path.stat().st_size))
 
 
 @router.get("backups/{name}", summary="Download a backup", response={200: dict[str, Any]})

@@ -474,12 +474,20 @@ def import_configs(configs: list[ConfigFile], *, dry_run: bool = False) -> Impor
 
 
 def _find_existing(planned: PlannedModel) -> CatalogModel | None:
-    candidates = [*planned.names, planned.slug]
-    entry = CatalogModel.objects.filter(name__in=candidates).first()
-    if entry is None:
+    """The entry a config model was imported into before: one of its names, for the same file."""
+    by_name = CatalogModel.objects.filter(name__in=planned.names).first()
+    if by_name is None:
         alias = ModelAlias.objects.filter(alias__in=planned.names).select_related("model").first()
-        entry = alias.model if alias else None
-    return entry
+        by_name = alias.model if alias else None
+    if by_name is not None:
+        if by_name.path != planned.path:
+            raise CatalogError(
+                f"the name is already used by {by_name.name} for another file ({by_name.path}); "
+                "rename the model in the config, or remove that entry or alias first"
+            )
+        return by_name
+    # A variant made by an earlier import is called by the slug of the config's name.
+    return CatalogModel.objects.filter(name=planned.slug, path=planned.path).first()
 
 
 def _apply_model(planned: PlannedModel, result: ImportResult) -> None:

@@ -93,7 +93,7 @@ class ModelPatch(Schema):
     server_binary: str | None = None
     custom_command: str | None = None
     parameters: dict[str, Any] | None = None
-    extra_args: list[str] | str | None = None
+    extra_args: Any = Field(None, description="a list of arguments, or one command-line text")
     sampling: dict[str, Any] | None = None
     ttl_seconds: int | None = Field(None, ge=0)
     pinned: bool | None = None

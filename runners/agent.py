@@ -34,7 +34,8 @@ from runners.progress import failure_reason, is_port_in_use, is_ready_hint, pars
 log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 0.05  # /health polls while loading
-TICK_S = 0.01  # how often the log and the process are looked at while loading
+TICK_S = 0.005  # how often the log and the process are looked at while loading (first seconds)
+SLOW_TICK_S = 0.02  # ... and after that: a big model's load is not worth a busy loop
 START_LIMIT_S = 900.0  # a model that takes longer than this to load is treated as hung
 STOP_GRACE_S = 5.0
 SWEEP_PROBE_TIMEOUT_S = 2.0
@@ -160,13 +161,22 @@ def start_runner(
 ) -> str:
     """Start the runner of a catalog model; returns the state it ended in (ready / failed / stopped)."""
     close_old_connections()
+    began = time.time()
     with _lock:
         if model_id in _starts:
             log.warning("start of model %s requested while one is in progress here", model_id)
             return RunnerState.STARTING
         cancel = _starts[model_id] = threading.Event()
     try:
-        return _start(model_id, attempt, overrides or {}, ttl_seconds, memory_estimate, cancel)
+        state = _start(model_id, attempt, overrides or {}, ttl_seconds, memory_estimate, cancel)
+        log.info(
+            "start of model %s: %s after %.0f ms (task began at %.3f)",
+            model_id,
+            state,
+            (time.time() - began) * 1000,
+            began,
+        )
+        return state
     finally:
         with _lock:
             _starts.pop(model_id, None)
@@ -215,7 +225,6 @@ def _start(
     if not claimed:
         log.warning("runner of model %s changed while being claimed; not starting it", model_id)
         return RunnerState.STARTING
-    _publish_state(runner.pk)
     model = runner.model
     settings_row = getattr(model, "settings", None) if _has_settings(model) else None
     log_path = runner_log_path(model.name)
@@ -239,6 +248,7 @@ def _start(
         Runner.objects.filter(pk=runner.pk, attempt=attempt).update(
             port=port, pid=proc.pid, pid_started=started, args=args
         )
+        _publish_state(runner.pk)  # "starting", for the dashboards: after the spawn, off the critical path
         outcome, lines = _wait_until_ready(
             runner.pk, model.name, attempt, proc, port, log_path, offset, cancel
         )
@@ -285,8 +295,9 @@ def _wait_until_ready(
     """Poll /health every 50 ms (at once when the log says it is up); watch the log and the process."""
     reader = _LogReader(log_path, offset)
     url = f"http://{_url_host(RUNNER_HOST)}:{port}/health"
-    deadline = time.monotonic() + START_LIMIT_S
-    next_probe = time.monotonic()
+    began = time.monotonic()
+    deadline = began + START_LIMIT_S
+    next_probe = began
     last_stage = ""
     with httpx.Client(timeout=1.0) as client:
         while True:
@@ -316,7 +327,7 @@ def _wait_until_ready(
                     pass  # not listening yet, or 503 while loading
             if now > deadline:
                 return "timeout", reader.seen
-            time.sleep(TICK_S)
+            time.sleep(TICK_S if now - began < 2.0 else SLOW_TICK_S)
 
 
 def _publish_progress(

@@ -84,11 +84,13 @@ def terminate_group(pid: int, grace: float = 5.0, started: float | None = None) 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
+    pause = 0.002  # most runners exit within milliseconds of SIGTERM: look soon, then back off
     while time.monotonic() < deadline:
         _reap(pid)
         if not is_alive(pid, started):
             break
-        time.sleep(0.05)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
     else:
         log.warning("process %s ignored SIGTERM for %.1fs; killing it", pid, grace)
     with contextlib.suppress(ProcessLookupError):

@@ -14,7 +14,7 @@ import httpx
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import ValidationError as NinjaValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from proxies.catalog_view import ModelView, catalog_view
 from proxies.gateway import (
@@ -168,8 +168,12 @@ async def unload(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"instance_id": parsed.instance_id})
 
 
+class _AnyObject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
 def _parse(request: HttpRequest, schema: type[BaseModel]) -> tuple[dict[str, Any], Any]:
-    payload, _ = parse_body(request, BaseModel)  # JSON-object checks, in OpenAI's words
+    payload, _ = parse_body(request, _AnyObject)  # JSON-object checks, in OpenAI's words
     try:
         return payload, t.validate(schema, payload)
     except t.TranslationError as exc:

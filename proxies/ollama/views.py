@@ -386,8 +386,12 @@ async def embed_like(request: HttpRequest, legacy: bool) -> HttpResponse:
         key = await authorize(request, ctx)
         parsed = parse(request, t.EmbeddingsRequest if legacy else t.EmbedRequest)
         model = await resolve(parsed.model_name, key)
-        if "embedding" not in model.capabilities:
-            raise FaceError(400, f'"{parsed.model_name}" does not support embeddings')
+        if not supports_embeddings(model):
+            raise FaceError(
+                400,
+                f'"{parsed.model_name}" does not support embeddings: '
+                "turn on its `embeddings` parameter in the dashboard",
+            )
         ttl = t.keep_alive_seconds(parsed.keep_alive)
         runner_params = t.split_options(parsed.options).runner_params or None
         body = {"input": [parsed.prompt]} if legacy else t.embed_body(parsed)
@@ -410,6 +414,15 @@ async def embed_like(request: HttpRequest, legacy: bool) -> HttpResponse:
     total_ns = int(ctx.meter.duration_ms * 1_000_000)
     return JsonResponse(
         t.embed_response(parsed.model_name, result, total_ns, int(lease.load_seconds * 1_000_000_000))
+    )
+
+
+def supports_embeddings(model: ModelView) -> bool:
+    """llama-server serves embeddings only when started with --embeddings."""
+    return (
+        model.kind == "embedding"
+        or "embedding" in model.capabilities
+        or bool(model.parameters.get("embeddings"))
     )
 
 

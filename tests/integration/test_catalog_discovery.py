@@ -74,7 +74,12 @@ def test_a_model_in_a_nested_folder_gets_the_tiny_models_real_metadata(library: 
 
     tiny = entry("tiny-chat")
     assert tiny.path == str(library["tiny"])
-    assert (tiny.architecture, tiny.quantization, tiny.context_length, tiny.block_count) == ("llama", "F32", 4096, 2)
+    assert (tiny.architecture, tiny.quantization, tiny.context_length, tiny.block_count) == (
+        "llama",
+        "F32",
+        4096,
+        2,
+    )
     assert tiny.parameter_count and tiny.parameter_count > 100_000
     assert "<|im_start|>" in tiny.chat_template
     assert tiny.capabilities == ["completion"]
@@ -97,7 +102,9 @@ def test_embedding_models_are_found_by_architecture_or_pooling_key(library: dict
     assert entry("nomic-embed-text-v1.5.f16").quantization == "F16"
 
 
-def test_an_mmproj_file_gives_its_folders_model_vision_and_is_no_entry_itself(library: dict[str, Path]) -> None:
+def test_an_mmproj_file_gives_its_folders_model_vision_and_is_no_entry_itself(
+    library: dict[str, Path],
+) -> None:
     scan_models()
 
     vision = entry("gemma-3-4b-it-q4_k_m")
@@ -116,11 +123,15 @@ def test_a_split_model_is_one_entry_with_the_size_of_all_parts(library: dict[str
     assert big.path == str(parts[0])
     assert big.split_count == 3
     assert big.size_bytes == sum(p.stat().st_size for p in parts)
-    assert big.parameter_count == entry("tiny-chat").parameter_count  # same shape, every part's tensors counted
+    assert (
+        big.parameter_count == entry("tiny-chat").parameter_count
+    )  # same shape, every part's tensors counted
     assert CatalogModel.objects.filter(path__contains="Big-Model").count() == 1
 
 
-def test_unreadable_files_are_recorded_with_their_error_without_failing_the_scan(library: dict[str, Path]) -> None:
+def test_unreadable_files_are_recorded_with_their_error_without_failing_the_scan(
+    library: dict[str, Path],
+) -> None:
     result = scan_models()
 
     corrupt, text = entry("corrupt"), entry("readme")
@@ -131,7 +142,9 @@ def test_unreadable_files_are_recorded_with_their_error_without_failing_the_scan
     assert entry("tiny-chat").state == "available"
 
 
-def test_a_rescan_of_an_unchanged_folder_changes_nothing(library: dict[str, Path], events: list[dict[str, Any]]) -> None:
+def test_a_rescan_of_an_unchanged_folder_changes_nothing(
+    library: dict[str, Path], events: list[dict[str, Any]]
+) -> None:
     scan_models()
     events.clear()
 
@@ -214,7 +227,9 @@ def test_a_folder_added_in_the_catalog_is_scanned_too(library: dict[str, Path], 
     assert ModelFolder.objects.get(path=str(extra)).last_scanned_at is not None
 
 
-def test_a_missing_folder_is_reported_on_the_folder_not_raised(library: dict[str, Path], tmp_path: Path) -> None:
+def test_a_missing_folder_is_reported_on_the_folder_not_raised(
+    library: dict[str, Path], tmp_path: Path
+) -> None:
     ModelFolder.objects.create(path=str(tmp_path / "gone"))
 
     result = scan_models()

@@ -3,6 +3,7 @@ processes on tiny random-weight models. Requests go through the api face like a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -65,11 +66,15 @@ def catalog(*names: str, broken: tuple[str, ...] = (), shell: str = "") -> Calla
 
 
 def chat(stack, model: str, **extra) -> httpx.Response:
-    return httpx.post(stack.url("api") + "/v1/chat/completions", json={**CHAT, "model": model, **extra}, timeout=60)
+    return httpx.post(
+        stack.url("api") + "/v1/chat/completions", json={**CHAT, "model": model, **extra}, timeout=60
+    )
 
 
 def runners(stack) -> dict[str, dict]:
-    response = httpx.get(stack.url("dashboard") + "/api/manage/runners", headers=stack.admin_headers(), timeout=30)
+    response = httpx.get(
+        stack.url("dashboard") + "/api/manage/runners", headers=stack.admin_headers(), timeout=30
+    )
     assert response.status_code == 200, response.text
     return {row["model"]: row for row in response.json()}
 
@@ -87,9 +92,10 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
 def runner_processes(stack) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if cmdline and cmdline[0].endswith("llama-server") and str(stack.models_dir) in " ".join(cmdline):
-            if proc.status() != psutil.STATUS_ZOMBIE:
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        is_runner = "llama-server" in cmdline.split(" ")[0] and str(stack.models_dir) in cmdline
+        with contextlib.suppress(psutil.Error):
+            if is_runner and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
     return found
 
@@ -103,7 +109,9 @@ def test_twenty_concurrent_requests_to_a_cold_model_start_one_process_and_all_su
     stack = make_stack(setup=catalog("cold"))
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(lambda _: chat(stack, "cold"), range(20)))
-    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses if r.status_code != 200]
+    assert [r.status_code for r in responses] == [200] * 20, [
+        r.text for r in responses if r.status_code != 200
+    ]
     assert all(r.json()["choices"][0]["message"]["role"] == "assistant" for r in responses)
     assert starts_in_log(stack, "cold") == 1
     assert len(runner_processes(stack)) == 1
@@ -181,7 +189,9 @@ def test_a_runner_killed_with_sigkill_is_marked_and_the_next_request_starts_it_a
     pid = runners(stack)["victim"]["pid"]
     os.kill(pid, signal.SIGKILL)
     failed = wait_for(
-        lambda: (row := runners(stack)["victim"])["state"] == "failed" and row, 12, "the health sweep to mark it"
+        lambda: (row := runners(stack)["victim"])["state"] == "failed" and row,
+        12,
+        "the health sweep to mark it",
     )
     assert "signal 9" in failed["failure_reason"]
     assert chat(stack, "victim").status_code == 200
@@ -190,7 +200,9 @@ def test_a_runner_killed_with_sigkill_is_marked_and_the_next_request_starts_it_a
     assert starts_in_log(stack, "victim") == 2
 
 
-def test_a_garbage_model_gets_a_503_with_llama_servers_error_and_other_models_keep_working(make_stack) -> None:
+def test_a_garbage_model_gets_a_503_with_llama_servers_error_and_other_models_keep_working(
+    make_stack,
+) -> None:
     stack = make_stack(setup=catalog("fine", broken=("broken",)), LLAMAPROXY_MAX_LOADED_MODELS="2")
     response = chat(stack, "broken")
     assert response.status_code == 503, response.text
@@ -199,7 +211,9 @@ def test_a_garbage_model_gets_a_503_with_llama_servers_error_and_other_models_ke
     status = runners(stack)["broken"]
     assert status["state"] == "failed" and "layer_norm_rms_epsilon" in status["failure_reason"]
     log = httpx.get(
-        stack.url("dashboard") + "/api/manage/runners/broken/log", params={"lines": 50}, headers=stack.admin_headers()
+        stack.url("dashboard") + "/api/manage/runners/broken/log",
+        params={"lines": 50},
+        headers=stack.admin_headers(),
     ).json()
     assert any("error loading model" in line for line in log["lines"])
     assert chat(stack, "fine").status_code == 200

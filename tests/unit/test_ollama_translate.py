@@ -234,7 +234,13 @@ def test_think_becomes_the_templates_thinking_switch(think: Any, fields: dict) -
 def test_generate_applies_the_template_through_the_chat_endpoint() -> None:
     request = t.validate(
         t.GenerateRequest,
-        {"model": "m", "prompt": "Why?", "system": "Be kind.", "images": ["/9j/AAAA"], "options": {"seed": 1}},
+        {
+            "model": "m",
+            "prompt": "Why?",
+            "system": "Be kind.",
+            "images": ["/9j/AAAA"],
+            "options": {"seed": 1},
+        },
     )
     plan = t.generate_plan(request)
     assert plan.path == "/v1/chat/completions"
@@ -304,7 +310,9 @@ def test_thinking_goes_to_its_own_field_and_is_dropped_when_think_is_false() -> 
     merged = t.merge_objects(feed_all(t.OllamaStream(model="m", kind="chat"), case["chunks"]))
     assert merged["message"]["thinking"] == case["expected_thinking"]
     assert merged["message"]["content"] == case["expected_content"]
-    hidden = t.merge_objects(feed_all(t.OllamaStream(model="m", kind="chat", show_thinking=False), case["chunks"]))
+    hidden = t.merge_objects(
+        feed_all(t.OllamaStream(model="m", kind="chat", show_thinking=False), case["chunks"])
+    )
     assert "thinking" not in hidden["message"]
     assert hidden["message"]["content"] == case["expected_content"]
 
@@ -392,7 +400,7 @@ def test_show_gives_model_info_with_the_architectures_keys_and_the_catalogs_capa
     assert info["general.parameter_count"] == 8_030_000_000
     assert shown["capabilities"] == ["completion", "tools"]
     assert shown["template"] == "{{ messages }}"
-    assert shown["parameters"].splitlines() == [f"{'stop':<30} \"<|eot_id|>\"", f"{'temperature':<30} 0.7"]
+    assert shown["parameters"].splitlines() == [f'{"stop":<30} "<|eot_id|>"', f"{'temperature':<30} 0.7"]
     assert "FROM /models/acme-chat.Q4_K_M.gguf" in shown["modelfile"]
     assert shown["details"]["family"] == "llama"
 

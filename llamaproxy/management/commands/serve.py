@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from llamaproxy.manage_api import local_admin_token
 from llamaproxy.supervisor import ChildDied, Supervisor, busy_ports, face_urls
 
 FACE_TITLES = {
@@ -42,6 +43,7 @@ class Command(BaseCommand):
             os.environ["LLAMAPROXY_DEBUG"] = "true"
 
         call_command("migrate", interactive=False, verbosity=0)
+        local_admin_token()  # written now so local `manage.py` commands can reach the gateway
         supervisor = Supervisor(debug=options["debug"])
         stop = threading.Event()
         received: list[str] = []

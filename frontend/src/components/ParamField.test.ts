@@ -1,0 +1,35 @@
+import { mount } from "@vue/test-utils";
+import { describe, expect, it } from "vitest";
+import ParamField from "./ParamField.vue";
+import StateBadge from "./StateBadge.vue";
+
+const ctx = { name: "ctx_size", flag: "--ctx-size", kind: "int" as const, help: "Context size", choices: null, minimum: 0 };
+
+describe("ParamField", () => {
+  it("emits numbers for numeric text and leaves the rest for the server to judge", async () => {
+    const field = mount(ParamField, { props: { spec: ctx, modelValue: null } });
+    await field.find("input").setValue("4096");
+    await field.find("input").setValue("lots");
+    await field.find("input").setValue("");
+    expect(field.emitted("update:modelValue")).toEqual([[4096], ["lots"], [null]]);
+  });
+
+  it("shows the server's error on the field", () => {
+    const field = mount(ParamField, { props: { spec: ctx, modelValue: -1, error: "ctx_size must be at least 0" } });
+    expect(field.find("[data-test=field-error]").text()).toBe("ctx_size must be at least 0");
+    expect(field.classes()).toContain("invalid");
+  });
+
+  it("offers the choices of a choice parameter", () => {
+    const spec = { ...ctx, name: "flash_attn", kind: "str" as const, choices: ["on", "off", "auto"] };
+    const field = mount(ParamField, { props: { spec, modelValue: "on" } });
+    expect(field.findAll("option").map((o) => o.text())).toEqual(["default", "on", "off", "auto"]);
+  });
+});
+
+describe("StateBadge", () => {
+  it("shows load progress while starting", () => {
+    const badge = mount(StateBadge, { props: { state: "starting", percent: 40 } });
+    expect(badge.text()).toContain("loading 40%");
+  });
+});

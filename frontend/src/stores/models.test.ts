@@ -1,0 +1,28 @@
+import { createPinia, setActivePinia } from "pinia";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { applyRunnerEvent, useModelsStore } from "./models";
+
+describe("models store", () => {
+  beforeEach(() => setActivePinia(createPinia()));
+
+  it("follows a runner from loading with progress to ready", () => {
+    let state = applyRunnerEvent(undefined, { type: "runner.state", model: "tiny", state: "starting" });
+    state = applyRunnerEvent(state, { type: "runner.progress", model: "tiny", stage: "loading tensors", percent: 40, message: "" });
+    expect(state.state).toBe("starting");
+    expect(state.progress?.percent).toBe(40);
+    state = applyRunnerEvent(state, { type: "runner.state", model: "tiny", state: "ready", port: 4321, pid: 9 });
+    expect(state).toMatchObject({ state: "ready", port: 4321, pid: 9, progress: null });
+    expect(state.ready_at).toBeTruthy();
+    state = applyRunnerEvent(state, { type: "runner.state", model: "tiny", state: "stopped", port: null });
+    expect(state.port).toBeNull();
+  });
+
+  it("updates the table's state from events without refetching the catalog", () => {
+    vi.spyOn(globalThis, "fetch").mockResolvedValue(new Response("[]", { headers: { "content-type": "application/json" } }));
+    const store = useModelsStore();
+    expect(store.runnerOf("tiny").state).toBe("stopped");
+    store.onRunnerEvent({ type: "runner.state", model: "tiny", state: "ready", port: 1 });
+    expect(store.runnerOf("tiny").state).toBe("ready");
+    expect(store.loadedCount).toBe(1);
+  });
+});

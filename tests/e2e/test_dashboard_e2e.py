@@ -1,0 +1,142 @@
+"""The dashboard end to end: Chromium against the real stack (daphne, Celery, Redis, llama-server).
+
+A user logs in, loads a model and watches its state change live, chats in the Playground and sees
+the request in Activity with token counts, changes a runner parameter and sees the runner restart
+with it, and gets a field error for a bad value. Each page is saved under screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from models_catalog.tiny_model import write_tiny_model
+from tests.e2e.conftest import SCREENSHOTS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+USER, PASSWORD = "admin", "pw-123456"
+MODEL = "tiny-chat"
+
+
+def prepare(stack) -> None:
+    write_tiny_model(stack.models_dir / f"{MODEL}.gguf", name=MODEL, seed=1)
+    write_tiny_model(stack.models_dir / "tiny-other.gguf", name="tiny-other", seed=2)
+    stack.manage("migrate", "--noinput")
+    stack.manage("scan_models")
+    stack.manage(
+        "shell",
+        "-c",
+        f"from django.contrib.auth.models import User; User.objects.create_superuser('{USER}','a@b.c','{PASSWORD}')",
+    )
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def runner(stack, model: str) -> dict:
+    rows = httpx.get(
+        stack.url("dashboard") + "/api/manage/runners", headers=stack.admin_headers(), timeout=30
+    ).json()
+    return next((r for r in rows if r["model"] == model), {"state": "stopped"})
+
+
+def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Page) -> None:
+    stack = make_stack(setup=prepare)
+    page = browser_page
+    base = stack.url("dashboard")
+
+    # Log in (a client-side route: Django serves the app for it).
+    page.goto(base + "/models")
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    shot(page, "01-login")
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", "wrong-password")
+    page.click("button[type=submit]")
+    expect(page.locator("[data-test=login-error]")).to_contain_text("wrong username or password")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("[data-test=live]")).to_have_text("live")
+
+    # Models: load one and watch its state change without reloading the page.
+    row = page.locator(f"tr[data-model='{MODEL}']")
+    expect(row.locator("[data-test=state]")).to_have_text("stopped")
+    page.evaluate("window.__sameDocument = true")
+    shot(page, "02-models")
+    row.locator("[data-test=load]").click()
+    expect(row.locator("[data-test=state]")).to_have_text("ready", timeout=60000)
+    expect(row.locator("td").nth(8)).to_have_text(re.compile(r"^\d+$"))  # its port
+    assert page.evaluate("window.__sameDocument") is True
+    shot(page, "03-models-ready")
+
+    # Playground: a streamed chat; its token counts come back.
+    page.click("nav >> text=Playground")
+    page.select_option("[data-test=pg-model]", MODEL)
+    page.fill("[data-test=pg-max-tokens]", "12")
+    page.fill("[data-test=pg-input]", "Hello there")
+    page.click("[data-test=pg-send]")
+    stats = page.locator("[data-test=msg-stats]").last
+    expect(stats).to_contain_text("12 completion tokens", timeout=60000)
+    assert page.locator("[data-test=msg-assistant] .content").last.inner_text().strip()
+    shot(page, "04-playground")
+
+    # Activity: the request is there, from the playground, with its token counts.
+    page.click("nav >> text=Activity")
+    activity = page.locator(f"[data-test=activity] tr[data-model='{MODEL}']").first
+    expect(activity).to_be_visible()
+    expect(activity.locator("td").nth(1)).to_have_text("playground")
+    expect(activity.locator("[data-test=completion-tokens]")).to_have_text("12")
+    assert int(activity.locator("[data-test=prompt-tokens]").inner_text().replace(",", "")) > 0
+    shot(page, "05-activity")
+    # A request made elsewhere (the OpenAI port) appears live, without reloading.
+    httpx.post(
+        stack.url("api") + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 7},
+        timeout=60,
+    ).raise_for_status()
+    expect(
+        page.locator(f"[data-test=activity] tr[data-model='{MODEL}'] td:nth-child(2)", has_text="api")
+    ).to_have_count(1)
+    assert page.evaluate("window.__sameDocument") is True
+
+    # Model detail: change a runner parameter; the runner restarts with it.
+    page.click("nav >> text=Models")
+    page.click(f"tr[data-model='{MODEL}'] a.modelname")
+    form = page.locator("[data-test=settings-form]")
+    expect(form).to_be_visible()
+    expect(page.locator("[data-test=log]")).to_contain_text("listening", timeout=20000)
+    pid_before = runner(stack, MODEL)["pid"]
+    ctx = form.locator("[data-field=ctx_size] input")
+    ctx.fill("768")
+    form.locator("[data-test=save]").click()
+    expect(form.locator("[data-test=form-message]")).to_contain_text("restarted", timeout=60000)
+    after = runner(stack, MODEL)
+    assert after["state"] == "ready"
+    assert after["pid"] != pid_before
+    # The live log tail shows the new process's command line and its context size.
+    expect(page.locator("[data-test=log]")).to_contain_text("--ctx-size 768", timeout=20000)
+    expect(page.locator("[data-test=log]")).to_contain_text(re.compile(r"n_ctx\w*\s*=\s*768"))
+    shot(page, "06-model-detail")
+
+    # A bad value: the server's error is shown on the field, nothing is saved.
+    ctx.fill("-5")
+    form.locator("[data-test=save]").click()
+    error = form.locator("[data-field=ctx_size] [data-test=field-error]")
+    expect(error).to_contain_text("at least 0")
+    saved = httpx.get(base + f"/api/manage/models/{MODEL}", headers=stack.admin_headers(), timeout=30).json()
+    assert saved["settings"]["parameters"]["ctx_size"] == 768
+    shot(page, "07-field-error")
+
+    # The other pages render from the real API.
+    page.click("nav >> text=System")
+    expect(page.locator("[data-test=components]")).to_contain_text("llama-server")
+    expect(page.locator("[data-test=runners]")).to_contain_text(MODEL)
+    shot(page, "08-system")
+    page.click("nav >> text=Settings")
+    expect(page.locator("[data-test=limits]")).to_be_visible()
+    expect(page.locator("[data-test=folder-list]")).to_contain_text(str(stack.models_dir))
+    shot(page, "09-settings")

@@ -1,0 +1,333 @@
+"""The catalog's manage API routes through the Django test client, good input and bad."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from llamaproxy.manage_api import local_admin_token
+from models_catalog.backup import list_backups
+from models_catalog.discovery import scan_models
+from models_catalog.models import CatalogModel, ModelFolder
+from models_catalog.testing import make_library
+
+pytestmark = pytest.mark.django_db
+API = "/api/manage"
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): sent.append(event))
+    return sent
+
+
+@pytest.fixture
+def library(tmp_path: Path, settings: Any, events: list[dict[str, Any]]) -> dict[str, Path]:
+    root = tmp_path / "models"
+    settings.LLAMAPROXY_MODELS_DIRS = [root]
+    settings.BACKUP_DIR = tmp_path / "backups"
+    files = make_library(root)
+    scan_models()
+    return files
+
+
+@pytest.fixture
+def api() -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {local_admin_token()}")
+
+
+def patch(api: Client, name: str, body: dict[str, Any]) -> Any:
+    return api.patch(f"{API}/models/{name}", json.dumps(body), content_type="application/json")
+
+
+def post(api: Client, path: str, body: Any = None) -> Any:
+    return api.post(
+        f"{API}/{path}", json.dumps(body) if body is not None else None, content_type="application/json"
+    )
+
+
+def names(response: Any) -> list[str]:
+    assert response.status_code == 200, response.content
+    return [m["name"] for m in response.json()]
+
+
+def test_the_catalog_routes_need_a_login_or_the_admin_token(library: dict[str, Path]) -> None:
+    response = Client().get(f"{API}/models")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["message"]
+    assert Client(HTTP_AUTHORIZATION="Bearer wrong").get(f"{API}/models").status_code == 401
+
+
+def test_a_staff_session_may_use_the_api(library: dict[str, Path], django_user_model: Any) -> None:
+    client = Client()
+    client.force_login(django_user_model.objects.create_user("admin", password="x" * 12, is_staff=True))
+
+    assert client.get(f"{API}/models").status_code == 200
+
+
+def test_models_are_listed_with_metadata_settings_and_capabilities(
+    api: Client, library: dict[str, Path]
+) -> None:
+    response = api.get(f"{API}/models")
+
+    models = {m["name"]: m for m in response.json()}
+    assert len(models) == 9
+    vision = models["gemma-3-4b-it-q4_k_m"]
+    assert vision["capabilities"] == ["completion", "vision"]
+    assert vision["mmproj_path"] == str(library["mmproj"])
+    assert vision["quantization"] == "Q4_K_M" and vision["architecture"] == "gemma3"
+    assert vision["settings"]["runtime"] == "llama-server"
+    assert models["readme"]["state"] == "error" and "not a GGUF" in models["readme"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("capability=embedding", ["nomic-embed-text-v1.5.f16", "qwen3-embedding-0.6b-q8_0"]),
+        ("capability=tools", ["hermes-tools-q8_0"]),
+        ("architecture=gemma3", ["gemma-3-4b-it-q4_k_m"]),
+        ("quantization=q4_k_m", ["gemma-3-4b-it-q4_k_m", "qwen2.5-7b-instruct-q4_k_m"]),
+        ("state=error", ["corrupt", "readme"]),
+        ("q=qwen", ["qwen2.5-7b-instruct-q4_k_m", "qwen3-embedding-0.6b-q8_0"]),
+        ("kind=embedding&q=nomic", ["nomic-embed-text-v1.5.f16"]),
+        ("enabled=false", []),
+    ],
+)
+def test_models_can_be_filtered(
+    api: Client, library: dict[str, Path], query: str, expected: list[str]
+) -> None:
+    assert names(api.get(f"{API}/models?{query}")) == expected
+
+
+def test_models_can_be_filtered_by_folder(api: Client, library: dict[str, Path], tmp_path: Path) -> None:
+    folder = ModelFolder.objects.get(path=str(tmp_path / "models"))
+
+    assert len(names(api.get(f"{API}/models?folder={folder.pk}"))) == 9
+    assert len(names(api.get(f"{API}/models?folder={folder.path}"))) == 9
+
+
+def test_a_bad_filter_value_is_a_400_naming_it(api: Client, library: dict[str, Path]) -> None:
+    response = api.get(f"{API}/models?capability=flying")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "capability"
+
+
+def test_one_model_is_found_by_name_or_alias_with_template_and_metadata(
+    api: Client, library: dict[str, Path]
+) -> None:
+    patch(api, "tiny-chat", {"aliases": ["tiny"]})
+
+    response = api.get(f"{API}/models/tiny")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "tiny-chat" and body["aliases"] == ["tiny"]
+    assert "<|im_start|>" in body["chat_template"]
+    assert body["metadata"]["llama.context_length"] == 4096
+    assert api.get(f"{API}/models/nobody").status_code == 404
+
+
+CHANGES = {
+    "enabled": False,
+    "parameters": {"ctx-size": "8192", "flash_attn": "on"},
+    "sampling": {"temp": 0.5},
+    "extra_args": "--no-warmup --slots",
+    "ttl_seconds": 300,
+    "pinned": True,
+    "group": "small",
+    "runtime": "custom",
+    "custom_command": "my-server --port {port} --model {model}",
+}
+
+
+def test_patching_a_model_changes_its_settings_and_publishes_it(
+    api: Client,
+    library: dict[str, Path],
+    events: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    events.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = patch(api, "tiny-chat", CHANGES)
+
+    assert response.status_code == 200, response.content
+    settings = response.json()["settings"]
+    assert response.json()["enabled"] is False
+    assert settings["parameters"] == {"ctx_size": 8192, "flash_attn": "on"}
+    assert settings["sampling"] == {"temperature": 0.5}
+    assert settings["extra_args"] == ["--no-warmup", "--slots"]
+    assert (settings["ttl_seconds"], settings["pinned"], settings["group"]) == (300, True, "small")
+    assert [(e["type"], e["names"]) for e in events] == [("catalog.changed", ["tiny-chat"])]
+
+
+def test_parameters_merge_and_a_null_removes_one(api: Client, library: dict[str, Path]) -> None:
+    patch(api, "tiny-chat", {"parameters": {"ctx_size": 8192, "threads": 4}})
+
+    response = patch(api, "tiny-chat", {"parameters": {"threads": None, "batch_size": 256}})
+
+    assert response.json()["settings"]["parameters"] == {"ctx_size": 8192, "batch_size": 256}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"parameters": {"ctx_size": "large"}}, "parameters.ctx_size"),
+        ({"parameters": {"n_gpu_layers": -2}}, "parameters.n_gpu_layers"),
+        ({"parameters": {"cache_type_k": "q3"}}, "parameters.cache_type_k"),
+        ({"parameters": {"warp_speed": 9}}, "parameters.warp_speed"),
+        ({"sampling": {"temperature": "hot"}}, "sampling.temperature"),
+        ({"ttl_seconds": -1}, "ttl_seconds"),
+        ({"enabled": "maybe"}, "enabled"),
+        ({"runtime": "vllm"}, "runtime"),
+        ({"runtime": "custom", "custom_command": "server --model {model}"}, "custom_command"),
+        ({"extra_args": [1, 2]}, "extra_args"),
+        ({"colour": "blue"}, "colour"),
+        ({"pinned": None}, "pinned"),
+        ({"aliases": ["hermes-tools-q8_0"]}, "aliases"),
+    ],
+)
+def test_invalid_values_are_a_4xx_naming_the_field_and_change_nothing(
+    api: Client, library: dict[str, Path], body: dict[str, Any], field: str
+) -> None:
+    before = api.get(f"{API}/models/tiny-chat").json()
+
+    response = patch(api, "tiny-chat", body)
+
+    assert response.status_code in (400, 409), response.content
+    assert response.json()["error"]["field"] == field
+    assert api.get(f"{API}/models/tiny-chat").json() == before
+
+
+def test_aliases_can_be_added_and_removed_but_never_taken_twice(
+    api: Client, library: dict[str, Path]
+) -> None:
+    response = post(api, "models/tiny-chat/aliases", {"alias": "chat"})
+    assert response.status_code == 201 and response.json()["aliases"] == ["chat"]
+
+    taken = post(api, "models/big-model/aliases", {"alias": "chat"})
+    assert taken.status_code == 409 and "already an alias of tiny-chat" in taken.json()["error"]["message"]
+    assert post(api, "models/big-model/aliases", {"alias": ""}).status_code == 400
+
+    assert api.delete(f"{API}/models/tiny-chat/aliases/chat").json()["aliases"] == []
+
+
+def test_deleting_a_model_removes_the_entry_but_never_the_file(api: Client, library: dict[str, Path]) -> None:
+    response = api.delete(f"{API}/models/tiny-chat")
+
+    assert response.status_code == 200 and response.json() == {"deleted": "tiny-chat"}
+    assert library["tiny"].exists()
+    assert not CatalogModel.objects.filter(name="tiny-chat").exists()
+    assert api.delete(f"{API}/models/tiny-chat").status_code == 404
+
+
+def test_a_scan_can_be_triggered_and_reports_counts(api: Client, library: dict[str, Path]) -> None:
+    library["tiny"].unlink()
+
+    response = post(api, "scan")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["missing"] == ["tiny-chat"] and body["unchanged"] == 8
+
+
+def test_folders_can_be_listed_added_and_removed(
+    api: Client, library: dict[str, Path], tmp_path: Path
+) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+
+    added = post(api, "folders", {"path": str(extra)})
+    assert added.status_code == 201 and added.json()["configured"] is False
+
+    folders = {f["path"]: f for f in api.get(f"{API}/folders").json()}
+    assert folders[str(tmp_path / "models")]["configured"] is True
+    assert folders[str(tmp_path / "models")]["model_count"] == 9
+
+    assert post(api, "folders", {"path": str(tmp_path / "nowhere")}).status_code == 400
+    configured = folders[str(tmp_path / "models")]["id"]
+    assert api.delete(f"{API}/folders/{configured}").status_code == 409
+    assert api.delete(f"{API}/folders/{added.json()['id']}").status_code == 204
+    assert api.delete(f"{API}/folders/99999").status_code == 404
+
+
+def test_the_export_is_the_whole_catalog(api: Client, library: dict[str, Path]) -> None:
+    body = api.get(f"{API}/export").json()
+
+    assert body["format"] == "llamaproxy-catalog"
+    assert len(body["models"]) == 9
+    assert {"name", "path", "aliases", "settings", "file"} <= set(body["models"][0])
+
+
+def test_configs_can_be_imported_and_a_bad_one_changes_nothing(api: Client, library: dict[str, Path]) -> None:
+    good = {
+        "models": {
+            "Tiny": {"model_path": str(library["tiny"]), "parameters": {"ctx_size": 1024, "temp": 0.1}}
+        }
+    }
+    bad = {"models": {"Qwen": {"model_path": str(library["quantized"]), "parameters": {"ctx_size": "x"}}}}
+
+    response = post(api, "import", {"configs": [good, bad]})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "configs.1.models.Qwen.parameters.ctx_size"
+    assert api.get(f"{API}/models/tiny-chat").json()["settings"]["parameters"] == {}
+
+    response = post(api, "import", {"configs": [good]})
+    assert response.status_code == 200, response.content
+    assert response.json()["updated"] == ["tiny-chat"]
+    tiny = api.get(f"{API}/models/Tiny").json()
+    assert tiny["settings"]["parameters"] == {"ctx_size": 1024} and tiny["aliases"] == ["Tiny"]
+
+    assert post(api, "import", {"configs": []}).status_code == 400
+    assert post(api, "import", {"configs": [good], "dry": True}).json()["error"]["field"] == "dry"
+
+
+def test_backups_can_be_made_listed_downloaded_and_restored(api: Client, library: dict[str, Path]) -> None:
+    created = post(api, "backups")
+    assert created.status_code == 201
+    name = created.json()["name"]
+    assert created.json()["reason"] == "manual"
+    assert [b["name"] for b in api.get(f"{API}/backups").json()] == [name]
+
+    download = api.get(f"{API}/backups/{name}")
+    assert download.status_code == 200 and json.loads(download.content)["format"] == "llamaproxy-catalog"
+    assert name in download["Content-Disposition"]
+
+    patch(api, "tiny-chat", {"parameters": {"ctx_size": 999}})
+    restored = post(api, f"backups/{name}/restore")
+    assert restored.status_code == 200 and restored.json()["models"] == 9
+    assert api.get(f"{API}/models/tiny-chat").json()["settings"]["parameters"] == {}
+    assert len(list_backups()) == 2  # the restore wrote one of the catalog it replaced
+
+
+def test_backup_names_outside_the_backup_folder_are_refused(api: Client, library: dict[str, Path]) -> None:
+    for name in ("..%2F..%2Fetc%2Fpasswd", "catalog-x.json", "settings.py"):
+        assert api.get(f"{API}/backups/{name}").status_code == 404
+    assert post(api, "backups/catalog-20200101T000000.000000Z-manual.json/restore").status_code == 404
+
+
+def test_the_digest_is_the_sha256_of_the_file(api: Client, library: dict[str, Path]) -> None:
+    import hashlib
+
+    response = post(api, "models/tiny-chat/digest")
+
+    assert response.json()["digest"] == "sha256:" + hashlib.sha256(library["tiny"].read_bytes()).hexdigest()
+    assert CatalogModel.objects.get(name="tiny-chat").digest == response.json()["digest"]
+
+
+def test_the_openapi_schema_documents_the_catalog_routes(api: Client, library: dict[str, Path]) -> None:
+    paths = api.get(f"{API}/openapi.json").json()["paths"]
+
+    for path in (
+        "/api/manage/models",
+        "/api/manage/models/{name}",
+        "/api/manage/scan",
+        "/api/manage/backups",
+    ):
+        assert path in paths

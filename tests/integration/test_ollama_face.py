@@ -1,0 +1,309 @@
+"""The Ollama face through the official `ollama` client (and raw HTTP for headers) on the real stack."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+import httpx
+import ollama
+import pytest
+
+from models_catalog.tiny_model import CHATML_TEMPLATE, write_tiny_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+# A Hermes-style template: tools in the system prompt, calls and results rendered as tags.
+TOOLS_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\n<tools>\n{%- for tool in tools %}{{ tool | tojson }}\n{%- endfor %}"
+    "</tools><|im_end|>\n{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant\n"
+    "{%- for call in message.tool_calls %}<tool_call>\n"
+    '{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}\n'
+    "</tool_call>{%- endfor %}<|im_end|>\n"
+    "{%- elif message.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ message.content }}\n"
+    "</tool_response><|im_end|>\n"
+    "{%- else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{%- endif %}"
+    "{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+)
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+EMBEDDINGS_ON = (
+    "from models_catalog.models import CatalogModel, RunnerSettings\n"
+    "RunnerSettings.objects.update_or_create(model=CatalogModel.objects.get(name='tiny-embed'),"
+    " defaults={'parameters': {'embeddings': True, 'pooling': 'mean'}})"
+)
+FIXED = {"num_predict": 6, "ignore_eos": True, "temperature": 0}
+
+
+def prepare_catalog(stack) -> None:
+    """Migrate and scan before serve; the manage API's token exists only after a local command."""
+    stack.home.mkdir(parents=True, exist_ok=True)
+    token = stack.home / "admin_token"
+    if not token.exists():
+        token.write_text(secrets.token_urlsafe(32))
+        token.chmod(0o600)
+    stack.manage("migrate", "--noinput")
+    stack.manage("scan_models")
+    stack.manage("shell", "-c", EMBEDDINGS_ON)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, llama_server_binary):
+    from tests.integration.conftest import Stack, stack_env
+
+    root = tmp_path_factory.mktemp("ollama-stack")
+    env, ports = stack_env(root, llama_server_binary, LLAMAPROXY_MAX_LOADED_MODELS="3")
+    stack = Stack(root=root, env=env, ports=ports)
+    write_tiny_model(
+        stack.models_dir / "tiny-chat.gguf", name="tiny-chat", seed=1, chat_template=CHATML_TEMPLATE
+    )
+    write_tiny_model(
+        stack.models_dir / "tiny-tools.gguf", name="tiny-tools", seed=3, chat_template=TOOLS_TEMPLATE
+    )
+    write_tiny_model(stack.models_dir / "tiny-embed.gguf", name="tiny-embed", seed=2)
+    prepare_catalog(stack)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def client(stack) -> ollama.Client:
+    return ollama.Client(host=stack.url("ollama"), timeout=50)
+
+
+def loaded_names(client: ollama.Client) -> set[str]:
+    return {m.model for m in client.ps().models}
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_it_answers_like_ollama_at_the_root_and_reports_a_recent_version(stack) -> None:
+    root = httpx.get(stack.url("ollama") + "/")
+    assert root.status_code == 200 and root.text == "Ollama is running"
+    assert root.headers["content-type"].startswith("text/plain")
+    assert httpx.head(stack.url("ollama") + "/").status_code == 200
+    version = httpx.get(stack.url("ollama") + "/api/version").json()["version"]
+    assert tuple(int(part) for part in version.split(".")) >= (0, 6, 4)
+
+
+def test_it_lists_models_with_tags_digests_and_details(client: ollama.Client, stack) -> None:
+    models = {m.model: m for m in client.list().models}
+    assert {"tiny-chat:latest", "tiny-tools:latest", "tiny-embed:latest"} <= set(models)
+    chat = models["tiny-chat:latest"]
+    assert chat.size == (stack.models_dir / "tiny-chat.gguf").stat().st_size
+    assert len(chat.digest) == 64 and int(chat.digest, 16) >= 0
+    assert chat.modified_at is not None
+    assert chat.details.format == "gguf"
+    assert chat.details.family == "llama" and chat.details.families == ["llama"]
+    assert chat.details.parameter_size and chat.details.quantization_level
+
+
+def test_show_gives_model_info_template_and_capabilities(client: ollama.Client) -> None:
+    shown = client.show("tiny-chat:latest")
+    assert shown.modelinfo["general.architecture"] == "llama"
+    assert shown.modelinfo["llama.context_length"] == 4096
+    assert shown.modelinfo["llama.embedding_length"] > 0
+    assert "completion" in shown.capabilities
+    assert "<|im_start|>" in shown.template
+    assert shown.details.format == "gguf"
+    assert "FROM " in shown.modelfile
+
+
+def test_a_streamed_chat_is_ndjson_ending_with_counts_and_nanosecond_durations(stack) -> None:
+    body = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "options": FIXED}
+    with httpx.stream("POST", stack.url("ollama") + "/api/chat", json=body, timeout=50) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/x-ndjson"
+        assert response.headers["cache-control"] == "no-cache"
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    *pieces, final = lines
+    assert pieces and all(p["done"] is False and p["message"]["role"] == "assistant" for p in pieces)
+    assert final["done"] is True and final["done_reason"] == "length"
+    assert final["eval_count"] == 6 and final["prompt_eval_count"] > 0
+    for name in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
+        assert isinstance(final[name], int)
+    assert final["total_duration"] >= final["eval_duration"] > 0
+
+
+def test_the_client_chats_streamed_and_not(client: ollama.Client) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    parts = list(client.chat(model="tiny-chat", messages=messages, stream=True, options=FIXED))
+    assert parts[-1].done and parts[-1].eval_count == 6
+    assert "".join(p.message.content or "" for p in parts)
+    whole = client.chat(model="tiny-chat", messages=messages, options=FIXED)
+    assert whole.done and whole.done_reason == "length"
+    assert whole.message.role == "assistant" and whole.message.content
+    assert whole.eval_count == 6 and whole.total_duration > 0
+
+
+def test_the_client_generates_with_the_template_and_raw(client: ollama.Client) -> None:
+    templated = client.generate(
+        model="tiny-chat", prompt="Why is the sky blue?", system="Short.", options=FIXED
+    )
+    raw = client.generate(model="tiny-chat", prompt="Why is the sky blue?", raw=True, options=FIXED)
+    assert templated.response and raw.response
+    assert templated.eval_count == raw.eval_count == 6
+    # The template wraps the prompt in role markers; raw sends it alone.
+    assert templated.prompt_eval_count > raw.prompt_eval_count
+    streamed = list(client.generate(model="tiny-chat", prompt="Tell", stream=True, options=FIXED))
+    assert streamed[-1].done and streamed[-1].done_reason == "length"
+
+
+def test_format_with_a_schema_constrains_the_answer(client: ollama.Client) -> None:
+    schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    answer = client.chat(
+        model="tiny-chat",
+        messages=[{"role": "user", "content": "How old is the Eiffel tower?"}],
+        format=schema,
+        options={"temperature": 0, "num_predict": 64},
+    )
+    assert isinstance(json.loads(answer.message.content)["age"], int)
+    as_json = client.generate(
+        model="tiny-chat", prompt="Some JSON", format="json", options={"num_predict": 64}
+    )
+    assert answer.done and as_json.done
+
+
+def test_tool_definitions_calls_and_results_reach_the_models_template(client: ollama.Client) -> None:
+    question = {"role": "user", "content": "Weather in Paris?"}
+    history = [
+        question,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "22 degrees and sunny", "tool_name": "get_weather"},
+    ]
+    plain = client.chat(model="tiny-tools", messages=[question], options=FIXED)
+    with_tools = client.chat(model="tiny-tools", messages=[question], tools=[WEATHER_TOOL], options=FIXED)
+    answered = client.chat(model="tiny-tools", messages=history, tools=[WEATHER_TOOL], options=FIXED)
+    assert plain.prompt_eval_count < with_tools.prompt_eval_count < answered.prompt_eval_count
+    assert answered.done and answered.message.role == "assistant"
+
+
+def test_embed_and_the_legacy_embeddings(client: ollama.Client) -> None:
+    embedded = client.embed(model="tiny-embed", input=["first text", "second text"])
+    assert len(embedded.embeddings) == 2
+    assert len(embedded.embeddings[0]) == len(embedded.embeddings[1]) > 0
+    assert embedded.prompt_eval_count > 0 and embedded.total_duration > 0
+    legacy = client.embeddings(model="tiny-embed", prompt="first text")
+    assert len(legacy.embedding) == len(embedded.embeddings[0])
+
+
+def test_ps_lists_loaded_runners_with_expiry_and_context(client: ollama.Client) -> None:
+    client.generate(model="tiny-chat", prompt="hi", options=FIXED, keep_alive="5m")
+    running = {m.model: m for m in client.ps().models}
+    assert "tiny-chat:latest" in running
+    entry = running["tiny-chat:latest"]
+    assert entry.expires_at is not None and entry.context_length > 0
+    assert entry.size > 0 and entry.size_vram is not None
+    assert entry.details.family == "llama"
+
+
+def test_an_empty_prompt_loads_and_keep_alive_zero_unloads(client: ollama.Client) -> None:
+    client.generate(model="tiny-tools", prompt="", keep_alive=0)
+    assert wait_until(lambda: "tiny-tools:latest" not in loaded_names(client))
+    loaded = client.generate(model="tiny-tools", prompt="")
+    assert loaded.done and loaded.done_reason == "load"
+    assert "tiny-tools:latest" in loaded_names(client)
+    unloaded = client.chat(model="tiny-tools", messages=[], keep_alive=0)
+    assert unloaded.done_reason == "unload"
+    assert wait_until(lambda: "tiny-tools:latest" not in loaded_names(client))
+
+
+def test_keep_alive_zero_unloads_after_the_answer(client: ollama.Client) -> None:
+    answer = client.chat(
+        model="tiny-tools", messages=[{"role": "user", "content": "x"}], options=FIXED, keep_alive=0
+    )
+    assert answer.eval_count == 6
+    assert wait_until(lambda: "tiny-tools:latest" not in loaded_names(client))
+
+
+def test_copy_makes_an_alias_and_delete_removes_it_but_never_the_file(client: ollama.Client, stack) -> None:
+    assert client.copy("tiny-chat:latest", "my-chat").status == "success"
+    assert "my-chat:latest" in {m.model for m in client.list().models}
+    assert client.chat(
+        model="my-chat:latest", messages=[{"role": "user", "content": "x"}], options=FIXED
+    ).done
+    assert client.delete("my-chat").status == "success"
+    names = {m.model for m in client.list().models}
+    assert "my-chat:latest" not in names and "tiny-chat:latest" in names
+    assert (stack.models_dir / "tiny-chat.gguf").exists()
+
+
+def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, stack) -> None:
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.chat(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.status_code == 404 and "not found" in missing.value.error
+    base = stack.url("ollama")
+    cases = [
+        ("POST", "/api/chat", b"{not json", 400),
+        ("POST", "/api/chat", json.dumps({"model": "tiny-chat", "messages": "hi"}).encode(), 400),
+        (
+            "POST",
+            "/api/generate",
+            json.dumps({"model": "tiny-chat", "prompt": "x", "options": {"temperature": "hot"}}).encode(),
+            400,
+        ),
+        (
+            "POST",
+            "/api/generate",
+            json.dumps({"model": "tiny-chat", "prompt": "x", "keep_alive": "soon"}).encode(),
+            400,
+        ),
+        ("POST", "/api/embed", json.dumps({"model": "tiny-chat", "input": "x"}).encode(), 400),
+        ("POST", "/api/show", json.dumps({"model": "nope"}).encode(), 404),
+        ("POST", "/api/pull", json.dumps({"model": "llama3:8b"}).encode(), 501),
+        ("POST", "/api/create", json.dumps({"model": "x"}).encode(), 501),
+        ("GET", "/api/nothing-here", b"", 404),
+    ]
+    for method, path, content, status in cases:
+        response = httpx.request(method, base + path, content=content, timeout=30)
+        assert response.status_code == status, (path, response.text)
+        assert response.headers["content-type"] == "application/json", path
+        assert isinstance(response.json()["error"], str) and response.json()["error"], path
+
+
+def test_a_client_that_disconnects_cancels_the_generation_and_the_face_is_recorded(stack) -> None:
+    body = {
+        "model": "tiny-chat",
+        "messages": [{"role": "user", "content": "go on"}],
+        "options": {"num_predict": 200000, "ignore_eos": True},
+    }
+    began = time.monotonic()
+    with httpx.stream("POST", stack.url("ollama") + "/api/chat", json=body, timeout=30) as response:
+        for count, _ in enumerate(response.iter_lines()):
+            if count >= 3:
+                break
+    rows: list[dict] = []
+
+    def recorded() -> bool:
+        rows[:] = httpx.get(
+            stack.url("dashboard") + "/api/manage/usage",
+            params={"face": "ollama", "limit": 500},
+            headers=stack.admin_headers(),
+        ).json()["results"]
+        return any("disconnect" in (row.get("error") or "") for row in rows)
+
+    assert wait_until(recorded, timeout=15), rows[:3]
+    assert time.monotonic() - began < 20  # 200k tokens would take far longer: the generation stopped
+    assert {row["face"] for row in rows} == {"ollama"}
+    assert {"chat", "generate", "embed"} <= {row["endpoint"] for row in rows}
