@@ -61,7 +61,7 @@ FILE_FIELDS = (
     "mtime",
     "state",
     "error",
-    "folder",
+    "folder_id",
 )
 
 
@@ -94,7 +94,7 @@ class ScanResult:
 @dataclass
 class _Found:
     group: ModelFileGroup
-    folder: ModelFolder | None
+    folder_id: int | None
     size: int = 0
     mtime: datetime | None = None
 
@@ -137,7 +137,7 @@ def _scan(force: bool) -> ScanResult:
         by_path.setdefault(entry.path, []).append(entry)
     for path, path_entries in by_path.items():  # imported entries outside the folders
         if path not in found and os.path.exists(path):
-            found[path] = _Found(ModelFileGroup(path, split_parts(path)), folder=path_entries[0].folder)
+            found[path] = _Found(ModelFileGroup(path, split_parts(path)), folder_id=path_entries[0].folder_id)
 
     metadata: dict[str, ModelMetadata | str] = {}
     for path, item in found.items():
@@ -179,7 +179,7 @@ def _walk(folders: list[ModelFolder], result: ScanResult) -> tuple[dict[str, _Fo
             result.folder_errors[folder.path] = "; ".join(contents.errors[:5])
         projectors += contents.projectors
         for group in contents.models:
-            found.setdefault(group.path, _Found(group, folder))  # nested folders: the first one wins
+            found.setdefault(group.path, _Found(group, folder.pk))  # nested folders: the first one wins
     return found, projectors
 
 
@@ -298,7 +298,7 @@ def free_name(name: str, taken: set[str]) -> str:
 
 def read_entry_file(entry: CatalogModel) -> None:
     """Fill one entry from its file (for entries made outside a scan, e.g. by an import)."""
-    item = _Found(ModelFileGroup(entry.path, split_parts(entry.path)), folder=None)
+    item = _Found(ModelFileGroup(entry.path, split_parts(entry.path)), folder_id=entry.folder_id)
     if not os.path.exists(entry.path):
         entry.state, entry.error = CatalogModel.State.MISSING, ""
         return
@@ -341,8 +341,8 @@ def default_runtime(kind: str) -> str:
 def _fill(entry: CatalogModel, item: _Found, read: ModelMetadata | str | None, projectors: list[str]) -> None:
     """Copy what the file says onto the entry; `read` None means the file is unchanged since last time."""
     entry.size_bytes, entry.mtime = item.size, item.mtime
-    if item.folder is not None:
-        entry.folder = item.folder
+    if item.folder_id is not None:
+        entry.folder_id = item.folder_id
     if isinstance(read, str):
         entry.state, entry.error = CatalogModel.State.ERROR, read
         return

@@ -189,3 +189,11 @@ def test_the_inline_settings_form_shows_validation_errors(admin: Client, library
     response = admin.post(url, form)
     assert response.status_code == 302
     assert RunnerSettings.objects.get(model=model).parameters == {"ctx_size": 2048}
+
+
+def test_the_folder_list_shows_each_folder_with_its_model_count(admin: Client, library: dict[str, Path]) -> None:
+    response = admin.get("/admin/models_catalog/modelfolder/")
+
+    assert response.status_code == 200
+    assert str(library["quantized"].parent) in response.content.decode()
+    assert '<td class="field-model_count">9</td>' in response.content.decode()
