@@ -6,6 +6,8 @@ face router, so the relay hot path never hops into a thread for session/CSRF mid
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llamaproxy.settings")
@@ -20,8 +22,10 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django import db  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core import signals  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 
 from llamaproxy.routing import websocket_urlpatterns  # noqa: E402
 
@@ -29,11 +33,61 @@ LEAN_MIDDLEWARE = ["llamaproxy.middleware.FaceRoutingMiddleware"]
 
 
 class LeanASGIHandler(ASGIHandler):
-    """Django's handler with a reduced middleware stack (API faces authenticate by key)."""
+    """Django's handler for the API faces, trimmed for the relay's hot path.
+
+    - The only middleware is the face router (API faces authenticate by key, not session).
+    - No per-request ThreadSensitiveContext, and the response is closed in the loop: Django's
+      own handler closes every response through `sync_to_async`, which inside a fresh
+      ThreadSensitiveContext starts (and joins) a new thread for each request.
+    """
 
     def load_middleware(self, is_async: bool = False) -> None:
         with override_settings(MIDDLEWARE=LEAN_MIDDLEWARE):
             super().load_middleware(is_async=is_async)
+
+    async def __call__(self, scope, receive, send):
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        await signals.request_started.asend(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request() -> object:
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client went away mid-send
+                await self.send_response(response, send)
+            return response
+
+        # As Django does: a disconnect while the response is produced cancels it, which
+        # closes the upstream request of a streaming relay.
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        worker = asyncio.create_task(process_request())
+        await asyncio.wait([listener, worker], return_when=asyncio.FIRST_COMPLETED)
+        for task in (listener, worker):
+            if task.done():
+                with contextlib.suppress(RequestAborted):
+                    task.result()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = worker.result()
+        except asyncio.CancelledError:
+            await signals.request_finished.asend(sender=self.__class__)
+        else:
+            response.close()
+        body_file.close()
 
 
 # Django's per-request database housekeeping is synchronous, so each of these receivers would

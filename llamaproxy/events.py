@@ -10,6 +10,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 STATUS_GROUP = "status"  # dashboards (the /ws/status WebSocket)
 SCHEDULER_GROUP = "scheduler"  # the gateway's scheduler
@@ -17,15 +18,20 @@ SCHEDULER_GROUP = "scheduler"  # the gateway's scheduler
 log = logging.getLogger(__name__)
 
 
+def _nobody_listening() -> bool:
+    """The embedded Redis runs only under `serve`; without it nobody could receive events."""
+    return settings.REDIS_EMBEDDED and not settings.REDIS_SOCKET.exists()
+
+
 async def publish(event: dict[str, Any], groups: tuple[str, ...] = (STATUS_GROUP,)) -> None:
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or _nobody_listening():
         return
     for group in groups:
         try:
             await layer.group_send(group, event)
-        except Exception:  # the event bus being down must never fail the work that reports on it
-            log.warning("could not publish %s to %s", event.get("type"), group, exc_info=True)
+        except Exception as exc:  # the event bus being down must never fail the work that reports on it
+            log.warning("could not publish %s to %s: %s", event.get("type"), group, exc)
 
 
 def publish_sync(event: dict[str, Any], groups: tuple[str, ...] = (STATUS_GROUP,)) -> None:

@@ -28,6 +28,17 @@ PORT_VARIABLES = {
 }
 
 
+_started: list[Stack] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_every_stack() -> Iterator[None]:
+    """Whatever a test or a failed fixture left running is stopped when the session ends."""
+    yield
+    for stack in _started:
+        stack.stop()
+
+
 @dataclass
 class Stack:
     root: Path
@@ -70,6 +81,7 @@ class Stack:
     def start(self, timeout: float = 60, expect_healthy: bool = True) -> None:
         self.log_path = self.root / "serve.log"
         log = self.log_path.open("wb")
+        _started.append(self)
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "serve"],
             cwd=BASE_DIR,

@@ -191,7 +191,9 @@ def test_the_inline_settings_form_shows_validation_errors(admin: Client, library
     assert RunnerSettings.objects.get(model=model).parameters == {"ctx_size": 2048}
 
 
-def test_the_folder_list_shows_each_folder_with_its_model_count(admin: Client, library: dict[str, Path]) -> None:
+def test_the_folder_list_shows_each_folder_with_its_model_count(
+    admin: Client, library: dict[str, Path]
+) -> None:
     response = admin.get("/admin/models_catalog/modelfolder/")
 
     assert response.status_code == 200

@@ -20,7 +20,9 @@ API = "/api/manage"
 
 
 @pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+def events(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[dict[str, Any]]:
+    """What the catalog publishes, as if the event bus were up."""
+    settings.REDIS_EMBEDDED = False
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): sent.append(event))
     return sent
