@@ -7,9 +7,15 @@ STAMP := $(VENV)/.installed
 FRONTEND_STAMP := frontend/dist/.built
 PYTEST_ARGS ?=
 
-.PHONY: setup venv frontend llama-server migrate run demo test lint format bench clean
+.PHONY: setup test-setup venv frontend llama-server migrate run demo test lint format bench clean
 
 setup: venv frontend llama-server migrate
+
+# What the test suite needs beyond `make run`: whisper-server (audio tests) and Debian's
+# Chromium (dashboard end-to-end tests; Playwright never downloads a browser of its own).
+test-setup: setup
+	$(BIN)/python manage.py install_llama_server --whisper
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 venv: $(STAMP)
 
@@ -17,7 +23,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 # The dashboard is built only when its sources changed (npm ci reads package-lock.json).
@@ -52,8 +58,9 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: setup
+test: test-setup
 	$(BIN)/ruff check .
+	cd frontend && npx vitest run
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup
