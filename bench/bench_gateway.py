@@ -32,15 +32,23 @@ MODEL = "bench-small"
 PARALLEL = 64  # llama-server slots, the same for every contender
 
 
+async def post(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Response:
+    """llama-server may close a keep-alive connection as it is reused: send once more then."""
+    try:
+        return await client.post(url, json=body)
+    except httpx.RemoteProtocolError:
+        return await client.post(url, json=body)
+
+
 async def latency(url: str, model: str, requests: int) -> list[float]:
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
     samples = []
     async with httpx.AsyncClient(timeout=60) as client:
         for _ in range(10):  # warm-up: connections, caches
-            (await client.post(url + "/v1/completions", json=body)).raise_for_status()
+            (await post(client, url + "/v1/completions", body)).raise_for_status()
         for _ in range(requests):
             began = time.perf_counter()
-            response = await client.post(url + "/v1/completions", json=body)
+            response = await post(client, url + "/v1/completions", body)
             samples.append((time.perf_counter() - began) * 1000)
             response.raise_for_status()
     return samples
@@ -51,13 +59,19 @@ async def stream_rate(url: str, model: str, streams: int, tokens: int) -> float:
     body = {"model": model, "prompt": "Tell me", "max_tokens": tokens, "stream": True, "ignore_eos": True}
 
     async def one(client: httpx.AsyncClient) -> int:
-        count = 0
-        async with client.stream("POST", url + "/v1/completions", json=body) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    count += 1
-        return count
+        for attempt in (1, 2):
+            count = 0
+            try:
+                async with client.stream("POST", url + "/v1/completions", json=body) as response:
+                    response.raise_for_status()
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: ") and line != "data: [DONE]":
+                            count += 1
+                return count
+            except httpx.RemoteProtocolError:
+                if attempt == 2 or count:
+                    raise
+        return 0
 
     limits = httpx.Limits(max_connections=streams + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:

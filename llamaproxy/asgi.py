@@ -48,6 +48,22 @@ class LeanASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         await self.handle(scope, receive, send)
 
+    async def send_response(self, response, send):
+        """Relayed streams skip Django's iterator wrappers: each upstream chunk is sent as is."""
+        stream = getattr(response, "relay_stream", None)
+        if stream is None:
+            return await super().send_response(response, send)
+        headers = [(key.encode("ascii"), value.encode("latin1")) for key, value in response.items()]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        try:
+            async for chunk in stream:
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            await stream.aclose()
+        await send({"type": "http.response.body"})
+        return None
+
     async def handle(self, scope, receive, send):
         try:
             body_file = await self.read_body(receive)

@@ -161,17 +161,30 @@ def upstream_error_message(parsed: Any) -> str:
     return ""
 
 
-async def _relay_sse(
-    upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer
-) -> AsyncIterator[bytes]:
+# Only these frames need parsing: the rest carry one token each, which is all we count.
+_ACCOUNTING_MARKERS = (b'"timings"', b'"usage"', b'"finish_reason":"')
+_CONTENT_MARKERS = (b'"content":"', b'"text":"', b'"tool_calls"', b'"reasoning_content":"')
+
+
+def account_frame(payload: bytes, meter: UsageMeter) -> None:
+    """Token accounting of one SSE frame, parsing JSON only for the frames that carry totals."""
+    if any(marker in payload for marker in _ACCOUNTING_MARKERS):
+        parsed = parse_json_payload(payload)
+        if parsed is not None:
+            meter.observe(parsed)
+    elif any(marker in payload for marker in _CONTENT_MARKERS):
+        meter.chunks_with_content += 1
+        meter.mark_first_token()
+
+
+async def _relay_sse(upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer) -> AsyncIterator[bytes]:
     parser = SSEFrameParser()
+    meter = ctx.meter
     try:
         async for chunk in upstream.aiter_raw():
             yield chunk
             for payload in parser.feed(chunk):
-                parsed = parse_json_payload(payload)
-                if parsed is not None:
-                    ctx.meter.observe(parsed)
+                account_frame(payload, meter)
     except (asyncio.CancelledError, GeneratorExit):
         ctx.error = "client disconnected"
         raise
@@ -187,6 +200,8 @@ def stream_response(
     iterator: AsyncIterator[bytes], status: int, content_type: str, headers: dict[str, str] | None = None
 ) -> StreamingHttpResponse:
     response = StreamingHttpResponse(iterator, status=status, content_type=content_type)
+    # The API faces' handler sends this iterator's bytes straight to the client (see asgi.py).
+    response.relay_stream = iterator
     for key, value in (headers or {}).items():
         if key.lower() != "content-type":
             response[key] = value
