@@ -52,7 +52,8 @@ class StaffSession(SessionAuthIsStaff):
     """A logged-in staff user; the CSRF check applies only when a session cookie is sent."""
 
     def _get_key(self, request: HttpRequest) -> str | None:
-        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        # API ports have no session middleware (no `request.user`): only keys count there.
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES or not hasattr(request, "user"):
             return None
         return super()._get_key(request)
 

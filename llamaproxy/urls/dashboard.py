@@ -1,6 +1,7 @@
 """Port 8080: dashboard (the Vue app and its assets), admin, management API, playground, health."""
 
 from django.contrib import admin
+from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import path, re_path
 
 from llamaproxy import views
@@ -11,6 +12,8 @@ urlpatterns = [
     path("api/manage/", manage_api.urls),
     path("api/playground/v1/chat/completions", views.playground_chat, name="playground-chat"),
     path("health", views.health, name="health"),
+    # The admin's CSS/JS, found in the installed apps (a local service has no separate web server).
+    re_path(r"^static/(?P<path>.+)$", serve_static, {"insecure": True}),
     path("assets/<path:path>", views.frontend_asset, name="frontend-asset"),
     path("", views.dashboard_index, name="dashboard"),
     # Client-side routes of the Vue app (/models/x, /activity, ...): everything else that is not
