@@ -7,7 +7,6 @@ paired mmproj file, which is the scan's business, not the file's.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from gguf import GGMLQuantizationType, LlamaFileType
 from gguf.utility import model_weight_count_rounded_notation
 
 from models_catalog.gguf_header import ArrayLength, GGUFHeader, GGUFHeaderError, read_header
+from models_catalog.whisper_metadata import WhisperMetadataError, has_whisper_magic
+from models_catalog.whisper_metadata import read_header as read_whisper_header
 
 # Architectures that only embed (llama.cpp's encoder-only models).
 EMBEDDING_ARCHITECTURES = frozenset(
@@ -46,22 +47,6 @@ _SKIPPED_PREFIXES = (
     "tokenizer.ggml.merges",
 )
 MAX_EXTRA_TEXT = 512
-
-WHISPER_MAGIC = 0x67676D6C  # "ggml", whisper.cpp's legacy format
-WHISPER_HPARAMS = (
-    "n_vocab",
-    "n_audio_ctx",
-    "n_audio_state",
-    "n_audio_head",
-    "n_audio_layer",
-    "n_text_ctx",
-    "n_text_state",
-    "n_text_head",
-    "n_text_layer",
-    "n_mels",
-    "ftype",
-)
-WHISPER_SIZES = {4: "tiny", 6: "base", 12: "small", 24: "medium", 32: "large"}
 
 
 class MetadataError(ValueError):
@@ -123,7 +108,7 @@ def read_metadata(paths: Sequence[Path]) -> ModelMetadata:
             magic = handle.read(4)
     except OSError as exc:
         raise MetadataError(f"cannot read the file: {exc.strerror or exc}") from None
-    if len(magic) == 4 and struct.unpack("<I", magic)[0] == WHISPER_MAGIC:
+    if has_whisper_magic(magic):
         return _whisper_metadata(first)
     try:
         header = read_header(first)
@@ -176,25 +161,26 @@ def metadata_from_header(header: GGUFHeader) -> ModelMetadata:
 
 
 def _whisper_metadata(path: Path) -> ModelMetadata:
-    with open(path, "rb") as handle:
-        raw = handle.read(4 + 4 * len(WHISPER_HPARAMS))
-    if len(raw) < 4 + 4 * len(WHISPER_HPARAMS):
-        raise MetadataError("the whisper model header is truncated")
-    hparams = dict(zip(WHISPER_HPARAMS, struct.unpack_from(f"<{len(WHISPER_HPARAMS)}i", raw, 4), strict=True))
-    file_type = hparams["ftype"] % 1000  # the quantization version is folded in by thousands
-    size = WHISPER_SIZES.get(hparams["n_audio_layer"], "")
+    try:
+        info = read_whisper_header(path)
+    except WhisperMetadataError as exc:
+        raise MetadataError(str(exc)) from None
+    except OSError as exc:
+        raise MetadataError(f"cannot read the file: {exc.strerror or exc}") from None
+    h = info.hparams
     return ModelMetadata(
         kind="whisper",
         architecture="whisper",
-        display_name=f"whisper {size}".strip(),
-        size_label=size,
-        file_type=file_type,
-        quantization=quantization_name(file_type),
-        context_length=hparams["n_text_ctx"],
-        embedding_length=hparams["n_text_state"],
-        block_count=hparams["n_text_layer"],
-        head_count=hparams["n_text_head"],
-        extra={f"whisper.{k}": v for k, v in hparams.items()},
+        display_name=f"whisper {info.variant}".strip(),
+        size_label=info.size,
+        parameter_count=info.parameter_count,
+        file_type=info.ftype,
+        quantization=info.quantization,
+        context_length=h["n_text_ctx"],
+        embedding_length=h["n_text_state"],
+        block_count=h["n_text_layer"],
+        head_count=h["n_text_head"],
+        extra=info.as_metadata(),
         cap_completion=False,
     )
 

@@ -11,6 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models_catalog.whisper_metadata import looks_like_whisper_model
+
 SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.gguf$", re.IGNORECASE)
 WHISPER_MAGIC_BYTES = b"lmgg"  # 0x67676d6c little-endian: whisper.cpp's legacy ggml format
 
@@ -110,9 +112,10 @@ def split_parts(path: str) -> list[str]:
 
 
 def _has_whisper_magic(path: str) -> bool:
+    """A whisper.cpp speech-to-text model (its voice-activity models share the magic: skipped)."""
     try:
         with open(path, "rb") as handle:
-            return handle.read(4) == WHISPER_MAGIC_BYTES
+            return looks_like_whisper_model(handle.read(64))
     except OSError:
         return False
 

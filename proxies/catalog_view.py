@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 
 from models_catalog.lookup import resolve_name
 
@@ -119,4 +118,6 @@ catalog_view = CatalogView()
 
 
 def default_model_name() -> str | None:
-    return getattr(settings, "LLAMAPROXY_DEFAULT_MODEL", None) or None
+    from llamaproxy.runtime import current_limits  # the dashboard's or an import's, else the env's
+
+    return current_limits().default_model or None

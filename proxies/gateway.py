@@ -78,11 +78,30 @@ async def resolve_model(requested: str | None, key: KeyInfo | None) -> ModelView
 
 
 async def acquire_runner(
-    model: ModelView, ctx: RelayContext, *, ttl: int | None = None, runner_params: dict | None = None
+    model: ModelView,
+    ctx: RelayContext,
+    *,
+    ttl: int | None = None,
+    runner_params: dict | None = None,
+    accepts: str = "text",
 ) -> Lease:
+    """A lease on the model's runner; `accepts` says which kinds fit the endpoint
+    ("text" for chat/completions/embeddings, "audio" for transcriptions, "any" for raw access)."""
     from runners.scheduler import acquire
 
     ctx.model = model.name
+    is_whisper = model.kind == "whisper"
+    if accepts == "text" and is_whisper:
+        raise FaceError(
+            400,
+            f"model '{model.name}' is a whisper (speech-to-text) model; use /v1/audio/transcriptions",
+            "model_not_supported",
+            "model",
+        )
+    if accepts == "audio" and not is_whisper:
+        raise FaceError(
+            400, f"model '{model.name}' is not a speech-to-text model", "model_not_supported", "model"
+        )
     try:
         return await acquire(model.name, ttl=ttl, runner_params=runner_params)
     except SchedulerError as exc:

@@ -208,7 +208,7 @@ async def upstream_passthrough(request: HttpRequest, model: str, path: str) -> H
     try:
         key = await authorize(request, ctx)
         view = await resolve_model(model, key)
-        lease = await acquire_runner(view, ctx)
+        lease = await acquire_runner(view, ctx, accepts="any")
     except FaceError as exc:
         record_failure(ctx, exc)
         return face_error_response(exc)
@@ -233,3 +233,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 def server_error(request: HttpRequest) -> JsonResponse:
     return openai_error(500, "internal error in llamaproxy; see logs/gateway.log", "internal_error")
+
+
+# The audio endpoints (/v1/audio/transcriptions, /v1/audio/translations) register on `api` there.
+from proxies import audio  # noqa: E402, F401

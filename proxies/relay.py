@@ -177,7 +177,9 @@ def account_frame(payload: bytes, meter: UsageMeter) -> None:
         meter.mark_first_token()
 
 
-async def _relay_sse(upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer) -> AsyncIterator[bytes]:
+async def _relay_sse(
+    upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer
+) -> AsyncIterator[bytes]:
     parser = SSEFrameParser()
     meter = ctx.meter
     try:
