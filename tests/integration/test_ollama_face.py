@@ -307,3 +307,26 @@ def test_a_client_that_disconnects_cancels_the_generation_and_the_face_is_record
     assert time.monotonic() - began < 20  # 200k tokens would take far longer: the generation stopped
     assert {row["face"] for row in rows} == {"ollama"}
     assert {"chat", "generate", "embed"} <= {row["endpoint"] for row in rows}
+
+
+def runner_of(stack, model: str) -> dict:
+    runners = httpx.get(stack.url("dashboard") + "/api/manage/runners", headers=stack.admin_headers()).json()
+    return next(r for r in runners if r["model"] == model)
+
+
+def test_num_ctx_restarts_the_runner_only_when_it_differs(client: ollama.Client, stack) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    client.chat(model="tiny-chat", messages=messages, options={**FIXED, "num_ctx": 1024})
+    first = runner_of(stack, "tiny-chat")
+    assert first["state"] == "ready"
+    loaded = {m.model: m for m in client.ps().models}
+    assert loaded["tiny-chat:latest"].context_length == 1024
+
+    client.chat(model="tiny-chat", messages=messages, options={**FIXED, "num_ctx": 1024})
+    assert runner_of(stack, "tiny-chat")["pid"] == first["pid"]
+
+    client.chat(model="tiny-chat", messages=messages, options={**FIXED, "num_ctx": 2048})
+    second = runner_of(stack, "tiny-chat")
+    assert second["pid"] != first["pid"]
+    loaded = {m.model: m for m in client.ps().models}
+    assert loaded["tiny-chat:latest"].context_length == 2048
