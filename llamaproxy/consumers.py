@@ -8,21 +8,18 @@ the client stays subscribed, sending the last lines first and then each new line
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.utils import timezone
 
-from llamaproxy.events import STATUS_GROUP, publish
+from llamaproxy.events import STATUS_GROUP
 from llamaproxy.runtime import on_settings_changed
 
 if TYPE_CHECKING:
-    from proxies.relay import RelayContext
+    pass
 
 LOG_TAIL_INTERVAL_S = 0.3
 LOG_INITIAL_LINES = 200
@@ -132,40 +129,3 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
     request_done = forward
     log_line = forward
     catalog_changed = forward
-
-
-def request_done_event(ctx: RelayContext, load_seconds: float = 0.0) -> dict[str, Any]:
-    meter = ctx.meter
-    created = timezone.now() - timedelta(milliseconds=meter.duration_ms or 0)
-    return {
-        "type": "request.done",
-        "created_at": created.isoformat(),
-        "face": ctx.face,
-        "endpoint": ctx.endpoint,
-        "model": ctx.model,
-        "client_address": ctx.client_address,
-        "api_key_id": ctx.api_key_id,
-        "status": ctx.status or 0,
-        "stream": ctx.stream,
-        "prompt_tokens": meter.prompt_tokens,
-        "completion_tokens": meter.completion_tokens,
-        "cached_tokens": meter.cached_tokens,
-        "ttft_ms": meter.ttft_ms,
-        "prefill_tps": meter.prefill_tps,
-        "decode_tps": meter.decode_tps,
-        "duration_ms": meter.duration_ms,
-        "load_ms": load_seconds * 1000 if load_seconds else None,
-        "error": ctx.error[:500],
-    }
-
-
-def publish_request_done(ctx: RelayContext, load_seconds: float = 0.0) -> None:
-    """Tell dashboards about a finished request, off the request path (never raises)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return  # outside the gateway's loop (commands, sync tests): nobody is watching live
-    with contextlib.suppress(Exception):
-        task = loop.create_task(publish(request_done_event(ctx, load_seconds)))
-        _publishing.add(task)  # a reference, so the task is not collected before it runs
-        task.add_done_callback(_publishing.discard)

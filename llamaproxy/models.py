@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import models, transaction
 
 
 class RuntimeSettings(models.Model):
@@ -48,4 +48,6 @@ class RuntimeSettings(models.Model):
         super().save(*args, **kwargs)
         from llamaproxy.runtime import invalidate_limits
 
+        # Now for this thread, and again once committed: a reader in between must not keep the old value.
         invalidate_limits()
+        transaction.on_commit(invalidate_limits, using=kwargs.get("using"))

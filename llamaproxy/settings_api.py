@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema
 
-from llamaproxy.config import parse_duration, parse_size
-from llamaproxy.events import SCHEDULER_GROUP, STATUS_GROUP, publish
 from llamaproxy.models import RuntimeSettings
-from llamaproxy.runtime import LIMIT_FIELDS, current_limits, env_limits, overrides
+from llamaproxy.runtime import (
+    LIMIT_FIELDS,
+    LimitError,
+    clean_limit,
+    current_limits,
+    env_limits,
+    overrides,
+    publish_settings_changed,
+)
 from models_catalog.parameters import LLAMA_SERVER_PARAMS, SAMPLING_PARAMS, Param
 
 router = Router(tags=["settings"])
-
-
-class FieldError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class SettingsOut(Schema):
@@ -48,31 +48,6 @@ def settings_state() -> dict[str, Any]:
     }
 
 
-def _clean(name: str, value: Any) -> Any:
-    """A value in stored form, or FieldError naming the field."""
-    if value is None or value == "":
-        return None
-    try:
-        if name == "max_loaded_models":
-            if int(value) < 1:
-                raise ValueError("must be at least 1")
-            return int(value)
-        if name == "memory_budget":
-            return int(value) if isinstance(value, int) else parse_size(str(value))
-        if name in ("default_ttl", "request_timeout"):
-            seconds = value if isinstance(value, int | float) else parse_duration(str(value))
-            if seconds < 0 or (name == "request_timeout" and seconds == 0):
-                raise ValueError(
-                    "must be greater than zero" if name == "request_timeout" else "must be 0 or more"
-                )
-            return float(seconds) if name == "request_timeout" else int(seconds)
-        if name == "default_model":
-            return str(value).strip() or None
-    except ValueError as exc:
-        raise FieldError(name, f"{name}: {exc}") from None
-    return value
-
-
 @router.get(
     "settings", response=SettingsOut, summary="Limits and defaults in force, overrides and env values"
 )
@@ -86,18 +61,16 @@ def patch_settings(request: HttpRequest, payload: SettingsPatch) -> dict[str, An
 
     given = payload.model_fields_set & set(LIMIT_FIELDS)
     try:
-        cleaned = {name: _clean(name, getattr(payload, name)) for name in sorted(given)}
-    except FieldError as exc:
+        cleaned = {name: clean_limit(name, getattr(payload, name)) for name in sorted(given)}
+    except LimitError as exc:
         return error_response(request, 400, str(exc), exc.field)
-    row = RuntimeSettings.load()
-    for name, value in cleaned.items():
-        setattr(row, name, value)
-    row.save()
-    state = settings_state()
-    async_to_sync(publish)(
-        {"type": "settings.changed", "settings": state["effective"]}, (STATUS_GROUP, SCHEDULER_GROUP)
-    )
-    return state
+    with transaction.atomic():
+        row = RuntimeSettings.load()
+        for name, value in cleaned.items():
+            setattr(row, name, value)
+        row.save()
+    publish_settings_changed("dashboard")
+    return settings_state()
 
 
 def _describe(name: str, spec: Param) -> dict[str, Any]:

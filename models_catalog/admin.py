@@ -15,7 +15,7 @@ from django.template.defaultfilters import filesizeformat
 
 from models_catalog import discovery, services
 from models_catalog.errors import CatalogError
-from models_catalog.models import AppSetting, CatalogModel, ModelAlias, ModelFolder, RunnerSettings
+from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
 from models_catalog.parameters import LLAMA_SERVER_PARAMS, SAMPLING_PARAMS
 
 CAPABILITIES = ("completion", "tools", "vision", "embedding", "thinking")
@@ -237,8 +237,3 @@ class ModelFolderAdmin(admin.ModelAdmin):
     def scan_now(self, request: HttpRequest, queryset: QuerySet[ModelFolder]) -> None:
         result = discovery.scan_models()
         self.message_user(request, f"Scan done: {result.summary()}")
-
-
-@admin.register(AppSetting)
-class AppSettingAdmin(admin.ModelAdmin):
-    list_display = ("key", "value")

@@ -4,6 +4,11 @@ The same document is the manage API's export. A backup is written before every i
 and bulk change, into BACKUP_DIR, and only the newest BACKUP_KEEP are kept. A restore validates
 the whole document first and then makes the catalog what it says, in one transaction; entries
 are matched by name (then by file) so that rows other apps point at survive.
+
+The runtime settings (llamaproxy.models.RuntimeSettings: limits and the default model) travel in
+`runtime_settings`. Documents of version 1 carried some of them as `app_settings`
+(`default_model`, `max_loaded_models`, `default_ttl`); a restore of one sets those it names and
+leaves the others as they are.
 """
 
 from __future__ import annotations
@@ -22,14 +27,16 @@ from django.utils.dateparse import parse_datetime
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from llamaproxy.runtime import LIMIT_FIELDS, LimitError, clean_limit, publish_settings_changed
 from models_catalog.discovery import configured_folder_paths
 from models_catalog.errors import CatalogError
 from models_catalog.events import catalog_changed
-from models_catalog.models import AppSetting, CatalogModel, ModelAlias, ModelFolder, RunnerSettings
+from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
 from models_catalog.settings_validation import SETTINGS_FIELDS, validate_settings_changes
 
 FORMAT = "llamaproxy-catalog"
-VERSION = 1
+VERSION = 2  # 2: `runtime_settings` replaced `app_settings`
+LEGACY_APP_SETTINGS = ("default_model", "max_loaded_models", "default_ttl")
 BACKUP_NAME_RE = re.compile(r"^catalog-\d{8}T\d{6}\.\d{6}Z-[a-z0-9._-]{1,60}\.json$")
 FILE_FIELDS = (
     "kind",
@@ -102,6 +109,16 @@ class FolderDoc(_Strict):
     enabled: bool = True
 
 
+class RuntimeSettingsDoc(_Strict):
+    """The stored overrides; null = the environment's value applies."""
+
+    max_loaded_models: int | None = None
+    memory_budget: int | None = None
+    default_ttl: int | None = None
+    default_model: str | None = None
+    request_timeout: float | None = None
+
+
 class CatalogDoc(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -109,7 +126,8 @@ class CatalogDoc(BaseModel):
     version: int = Field(ge=1, le=VERSION)
     created_at: str | None = None
     reason: str = ""
-    app_settings: dict[str, Any] = Field(default_factory=dict)
+    runtime_settings: RuntimeSettingsDoc | None = None
+    app_settings: dict[str, Any] = Field(default_factory=dict)  # version 1
     folders: list[FolderDoc] = Field(default_factory=list)
     models: list[ModelDoc] = Field(default_factory=list)
 
@@ -126,10 +144,17 @@ def export_catalog(reason: str = "export") -> dict[str, Any]:
         "version": VERSION,
         "created_at": datetime.now(UTC).isoformat(),
         "reason": reason,
-        "app_settings": dict(AppSetting.objects.values_list("key", "value")),
+        "runtime_settings": _runtime_settings_doc(),
         "folders": [{"path": f.path, "enabled": f.enabled} for f in ModelFolder.objects.all()],
         "models": [_model_doc(m) for m in models],
     }
+
+
+def _runtime_settings_doc() -> dict[str, Any]:
+    from llamaproxy.models import RuntimeSettings
+
+    row = RuntimeSettings.objects.filter(pk=1).first()
+    return {name: getattr(row, name) if row else None for name in LIMIT_FIELDS}
 
 
 def _model_doc(model: CatalogModel) -> dict[str, Any]:
@@ -239,6 +264,7 @@ def validate_document(data: Any) -> CatalogDoc:
             model.settings = SettingsDoc(**validate_settings_changes(model.settings.model_dump()))
         except CatalogError as exc:
             raise CatalogError(exc.message, field=f"{where}.settings.{exc.field}") from None
+    _validate_runtime_settings(doc)
     clash = names & aliases
     if clash:
         raise CatalogError(f"{sorted(clash)[0]!r} is both a name and an alias", field="models")
@@ -250,6 +276,25 @@ def validate_document(data: Any) -> CatalogDoc:
     return doc
 
 
+def _validate_runtime_settings(doc: CatalogDoc) -> None:
+    """Limits checked as the dashboard checks them; a version 1 `app_settings` becomes them."""
+    if doc.runtime_settings is not None:
+        where, values = "runtime_settings", doc.runtime_settings.model_dump()
+    else:
+        where = "app_settings"
+        values = {k: v for k, v in doc.app_settings.items() if k in LEGACY_APP_SETTINGS}
+    cleaned = {}
+    for name, value in values.items():
+        try:
+            cleaned[name] = clean_limit(name, value)
+        except LimitError as exc:
+            raise CatalogError(str(exc).removeprefix(f"{name}: "), field=f"{where}.{name}") from None
+    if doc.runtime_settings is not None:
+        doc.runtime_settings = RuntimeSettingsDoc(**cleaned)
+    else:
+        doc.app_settings = cleaned
+
+
 def restore_catalog(data: Any, *, reason: str = "restore") -> dict[str, int]:
     """Make the catalog what the document says (validated first; atomic; a backup is written first)."""
     doc = validate_document(data)
@@ -257,7 +302,27 @@ def restore_catalog(data: Any, *, reason: str = "restore") -> dict[str, int]:
     with transaction.atomic():
         counts = _restore(doc)
         transaction.on_commit(lambda: catalog_changed(reason, **counts))
+        if _restore_runtime_settings(doc):
+            transaction.on_commit(lambda: publish_settings_changed(reason))
     return counts
+
+
+def _restore_runtime_settings(doc: CatalogDoc) -> bool:
+    """Make RuntimeSettings what the document says (validated already); True when it changed."""
+    from llamaproxy.models import RuntimeSettings
+
+    # A version 1 document sets only the keys its `app_settings` has.
+    values = doc.runtime_settings.model_dump() if doc.runtime_settings else dict(doc.app_settings)
+    if not values:
+        return False
+    row = RuntimeSettings.objects.select_for_update().filter(pk=1).first() or RuntimeSettings(pk=1)
+    changed = {name: value for name, value in values.items() if getattr(row, name) != value}
+    if not changed:
+        return False
+    for name, value in changed.items():
+        setattr(row, name, value)
+    row.save()  # invalidates the cached limits once the transaction commits
+    return True
 
 
 def _restore(doc: CatalogDoc) -> dict[str, int]:
@@ -308,8 +373,6 @@ def _restore(doc: CatalogDoc) -> dict[str, int]:
         if folder is not None and entry.folder_id != folder.pk:
             CatalogModel.objects.filter(pk=entry.pk).update(folder=folder)
 
-    AppSetting.objects.all().delete()
-    AppSetting.objects.bulk_create([AppSetting(key=k, value=v) for k, v in doc.app_settings.items()])
     return {"models": len(entries), "deleted": removed, "folders": len(doc.folders)}
 
 

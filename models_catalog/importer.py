@@ -12,6 +12,10 @@ models of another):
 - llama-runner's `config.json`: `llama-runtimes`, `default_runtime`, `concurrentRunners`,
   `models.{name}.model_path|model_id|llama_cpp_runtime|has_tools|parameters`, `audio.models`.
 
+The global values (`default_model`, `max_loaded_models` / `concurrentRunners`, `default_ttl`)
+become runtime settings (llamaproxy.models.RuntimeSettings, the overrides the dashboard edits);
+the scheduler hears of them through a `settings.changed` event after the import commits.
+
 Everything is validated into an `ImportPlan` before anything is written; the plan is applied in
 one transaction after a backup. Entries are found again by their names and aliases, so a second
 import of the same files changes nothing.
@@ -29,11 +33,12 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from llamaproxy.runtime import LimitError, clean_limit, publish_settings_changed
 from models_catalog.discovery import default_runtime, free_name, normalize_folder_path, read_entry_file
 from models_catalog.errors import CatalogError
 from models_catalog.events import catalog_changed
 from models_catalog.model_files import model_name_for_file
-from models_catalog.models import AppSetting, CatalogModel, ModelAlias, ModelFolder, RunnerSettings
+from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
 from models_catalog.parameters import ParameterError, split_parameters
 from models_catalog.services import check_alias_free, tools_capability
 from models_catalog.settings_validation import clean_extra_args
@@ -120,7 +125,8 @@ class PlannedModel:
 class ImportPlan:
     models: list[PlannedModel] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
-    app_settings: dict[str, Any] = field(default_factory=dict)
+    # Runtime limits (llamaproxy.models.RuntimeSettings fields) the files set.
+    runtime_settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -130,6 +136,7 @@ class ImportResult:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     folders_added: list[str] = field(default_factory=list)
+    settings_changed: dict[str, Any] = field(default_factory=dict)  # runtime setting → new value
     notes: list[str] = field(default_factory=list)
     backup: str = ""
 
@@ -139,6 +146,7 @@ class ImportResult:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "folders_added": self.folders_added,
+            "settings_changed": self.settings_changed,
             "notes": self.notes,
             "backup": self.backup,
         }
@@ -207,9 +215,11 @@ def plan_import(configs: list[ConfigFile]) -> ImportPlan:
             elif key == "default_model":
                 default_model = (config, _text(config, key, value))
             elif key in ("max_loaded_models", "concurrentRunners"):
-                plan.app_settings["max_loaded_models"] = _int(config, key, value, minimum=1)
+                _int(config, key, value, minimum=1)
+                plan.runtime_settings["max_loaded_models"] = _limit(config, key, "max_loaded_models", value)
             elif key == "default_ttl":
-                plan.app_settings["default_ttl"] = _int(config, key, value, minimum=0)
+                _int(config, key, value, minimum=0)
+                plan.runtime_settings["default_ttl"] = _limit(config, key, "default_ttl", value)
             elif key == "models_dirs":
                 plan.folders += _folders(config, value)
             elif key == "audio" and kind == "llama-runner":
@@ -226,7 +236,8 @@ def plan_import(configs: list[ConfigFile]) -> ImportPlan:
         planned = next((m for m in plan.models if name in m.names), None)
         if planned is None and not CatalogModel.objects.filter(name=name).exists():
             raise ConfigImportError(config.label, "default_model", f"{name!r} is not one of the models")
-        plan.app_settings["default_model"] = planned.names[0] if planned else name
+        chosen = planned.names[0] if planned else name
+        plan.runtime_settings["default_model"] = _limit(config, "default_model", "default_model", chosen)
     return plan
 
 
@@ -437,6 +448,14 @@ def _bool(config: ConfigFile, key: str, value: Any) -> bool:
     return value
 
 
+def _limit(config: ConfigFile, key: str, name: str, value: Any) -> Any:
+    """A runtime limit validated as the dashboard validates it."""
+    try:
+        return clean_limit(name, value)
+    except LimitError as exc:
+        raise ConfigImportError(config.label, key, str(exc).removeprefix(f"{name}: ")) from None
+
+
 def _int(config: ConfigFile, key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigImportError(config.label, key, f"must be a whole number, at least {minimum}")
@@ -465,12 +484,28 @@ def import_configs(configs: list[ConfigFile], *, dry_run: bool = False) -> Impor
                 _apply_model(planned, result)
             except CatalogError as exc:  # a conflict with the catalog as it is (e.g. an alias in use)
                 raise ConfigImportError(planned.source, planned.key, exc.message) from None
-        for key, value in plan.app_settings.items():
-            AppSetting.objects.update_or_create(key=key, defaults={"value": value})
+        result.settings_changed = _apply_runtime_settings(plan.runtime_settings)
+        if result.settings_changed:
+            transaction.on_commit(lambda: publish_settings_changed("import"))
         changed = result.created + result.updated
         if changed:
             transaction.on_commit(lambda: catalog_changed("import", names=changed))
     return result
+
+
+def _apply_runtime_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Write the imported limits into RuntimeSettings (in the caller's transaction); what changed."""
+    if not values:
+        return {}
+    from llamaproxy.models import RuntimeSettings
+
+    row = RuntimeSettings.objects.select_for_update().filter(pk=1).first() or RuntimeSettings(pk=1)
+    changed = {name: value for name, value in values.items() if getattr(row, name) != value}
+    if changed or row._state.adding:
+        for name, value in changed.items():
+            setattr(row, name, value)
+        row.save()  # invalidates the cached limits once the transaction commits
+    return changed
 
 
 def _find_existing(planned: PlannedModel) -> CatalogModel | None:

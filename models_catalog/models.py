@@ -197,16 +197,3 @@ class RunnerSettings(models.Model):
             errors["custom_command"] = "a custom command needs the {port} placeholder"
         if errors:
             raise ValidationError(errors)
-
-
-class AppSetting(models.Model):
-    """Global values imported from the seed configs (`default_model`, `max_loaded_models`, ...)."""
-
-    key = models.CharField(max_length=64, unique=True)
-    value = models.JSONField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["key"]
-
-    def __str__(self) -> str:
-        return f"{self.key} = {self.value!r}"

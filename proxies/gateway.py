@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from django.http import HttpRequest
 
-from llamaproxy.consumers import publish_request_done
 from proxies import metrics
 from proxies.catalog_view import ModelView, catalog_view, default_model_name
 from proxies.keys import KeyInfo, KeyRejected, authenticate, check_model_allowed
@@ -114,7 +113,6 @@ async def acquire_runner(
 def record(ctx: RelayContext, load_seconds: float = 0.0) -> None:
     usage_writer.record(ctx, load_seconds)
     metrics.observe(ctx)
-    publish_request_done(ctx, load_seconds)  # the dashboard's live Activity feed, non-blocking
 
 
 def finalizer(lease: Lease) -> Finalizer:

@@ -12,9 +12,11 @@ import logging
 import threading
 from datetime import timedelta
 
+from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 from django.utils import timezone
 
+from llamaproxy.events import publish
 from proxies.models import ApiKey, UsageRecord
 from proxies.relay import RelayContext
 
@@ -74,14 +76,24 @@ class UsageWriter:
 
     async def _flush_async(self) -> None:
         self._scheduled = False
-        await asyncio.to_thread(self.flush)
+        stored = await asyncio.to_thread(self._store)
+        # Announced once stored, so a dashboard that fetches the history after this event finds them.
+        for row in stored:
+            await publish(usage_event(row))
 
     def flush(self) -> int:
+        """Write what is buffered now (outside the gateway's loop: commands, tests, exit)."""
+        stored = self._store()
+        if stored:
+            async_to_sync(_announce)([usage_event(row) for row in stored])
+        return len(stored)
+
+    def _store(self) -> list[UsageRecord]:
         with self._lock:
             rows, self._rows = self._rows, []
             keys, self._keys_used = self._keys_used, {}
         if not rows:
-            return 0
+            return []
         try:
             UsageRecord.objects.bulk_create(rows, batch_size=500)
             for key_id, when in keys.items():
@@ -90,14 +102,33 @@ class UsageWriter:
             log.exception("could not write %d usage rows; keeping them for the next flush", len(rows))
             with self._lock:
                 self._rows[:0] = rows
-            return 0
+            return []
         finally:
             close_old_connections()
-        return len(rows)
+        return rows
+
+
+EVENT_FIELDS = (
+    "id", "face", "endpoint", "model", "client_address", "api_key_id", "status", "stream", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "ttft_ms", "prefill_tps", "decode_tps", "duration_ms", "load_ms",
+    "audio_seconds",
+)  # fmt: skip
+
+
+def usage_event(row: UsageRecord) -> dict:
+    """The `request.done` event of a stored usage row (the dashboard's live Activity feed)."""
+    event = {"type": "request.done", "created_at": row.created_at.isoformat(), "error": row.error[:500]}
+    event.update({name: getattr(row, name) for name in EVENT_FIELDS})
+    return event
+
+
+async def _announce(events: list[dict]) -> None:
+    for event in events:
+        await publish(event)
 
 
 usage_writer = UsageWriter()
-atexit.register(usage_writer.flush)
+atexit.register(usage_writer._store)  # at exit: store what is left; nobody is listening any more
 
 
 def prune_usage(retention_days: int) -> int:

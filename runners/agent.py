@@ -514,11 +514,18 @@ def stop_node_runners(grace: float = 3.0) -> int:
         for cancel in _starts.values():
             cancel.set()
         children = dict(_children)
+    stopped = set(children)
     for pid in children:
         _terminate(pid, None, grace)
     with contextlib.suppress(Exception):
         close_old_connections()
-        Runner.objects.filter(
+        running = Runner.objects.filter(
             node=node_queue(), state__in=[RunnerState.STARTING, RunnerState.READY, RunnerState.STOPPING]
-        ).update(state=RunnerState.STOPPED, pid=None, port=None, stopped_at=timezone.now())
-    return len(children)
+        )
+        # Runners adopted after a worker restart are not our children, but ours to stop all the same.
+        for pid, started in running.exclude(pid=None).values_list("pid", "pid_started"):
+            if pid not in stopped and process.is_alive(pid, started):
+                _terminate(pid, started, grace)
+                stopped.add(pid)
+        running.update(state=RunnerState.STOPPED, pid=None, port=None, stopped_at=timezone.now())
+    return len(stopped)

@@ -3,6 +3,7 @@ even a custom command line is split with shlex and its placeholders filled per a
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,11 +46,12 @@ def runner_args(
     extra_args = [str(arg) for arg in (getattr(settings, "extra_args", None) or [])]
     if runtime == "custom":
         return _custom_args(model, settings, port, extra_args)
+    server_binary = (getattr(settings, "server_binary", "") or "").strip()
     if runtime == "whisper-server":
-        binary = _binary(find_binary, "whisper-server")
+        binary = _chosen_binary(model, server_binary) or _binary(find_binary, "whisper-server")
         return [str(binary), "-m", model.path, "--host", host, "--port", str(port), *extra_args]
 
-    binary = _binary(find_binary, "llama-server")
+    binary = _chosen_binary(model, server_binary) or _binary(find_binary, "llama-server")
     parameters = effective_parameters(settings, overrides)
     args = [str(binary), "-m", model.path, "--host", host, "--port", str(port), "--alias", model.name]
     is_embedding = model.kind == "embedding" or getattr(model, "cap_embedding", False)
@@ -67,11 +69,26 @@ def runner_args(
     return args
 
 
+def _chosen_binary(model: Any, server_binary: str) -> Path | None:
+    """The model's own server binary (e.g. an ik_llama build from a llama-runner import), if set."""
+    if not server_binary:
+        return None
+    binary = Path(os.path.expanduser(server_binary))
+    if not binary.is_file():
+        raise RunnerConfigError(
+            f"the server binary of '{model.name}' does not exist: {binary} "
+            "(fix the model's server_binary setting, or clear it to use the installed llama-server)"
+        )
+    if not os.access(binary, os.X_OK):
+        raise RunnerConfigError(f"the server binary of '{model.name}' is not executable: {binary}")
+    return binary
+
+
 def _binary(find_binary: BinaryFinder, kind: str) -> Path:
     binary = find_binary(kind)
     if binary is None:
         setting = "LLAMAPROXY_LLAMA_SERVER" if kind == "llama-server" else "LLAMAPROXY_WHISPER_SERVER"
-        command = "install_llama_server" if kind == "llama-server" else "install_whisper_server"
+        command = "install_llama_server" if kind == "llama-server" else "install_llama_server --whisper"
         raise RunnerConfigError(f"{kind} is not installed: run `manage.py {command}` or set {setting}")
     return binary
 

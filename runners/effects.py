@@ -17,6 +17,8 @@ from channels.layers import get_channel_layer
 from django.db import close_old_connections
 
 from llamaproxy.events import SCHEDULER_GROUP
+from llamaproxy.runtime import Limits as RuntimeLimits
+from llamaproxy.runtime import current_limits_async
 from runners.scheduler import Recorded, Started, StartFailed
 from runners.snapshot import Catalog, CatalogEntry, load_catalog
 
@@ -109,7 +111,10 @@ class CeleryEffects:
         if layer is None:
             self._subscribed.set()
             return
-        channel = await layer.new_channel("scheduler.")
+        # The default prefix on purpose: channels_redis reads every process-local channel that shares
+        # a prefix through one receive loop; a second prefix would compete with the dashboard's
+        # WebSocket consumers for the layer's single receive lock and starve them.
+        channel = await layer.new_channel()
         renewed = 0.0
         while True:
             try:
@@ -152,15 +157,22 @@ class CeleryEffects:
     # --- start / stop ---------------------------------------------------------------------
 
     async def start(
-        self, entry: CatalogEntry, attempt: str, parameters: dict[str, Any], ttl: int | None, memory: int
+        self,
+        entry: CatalogEntry,
+        attempt: str,
+        parameters: dict[str, Any],
+        ttl: int | None,
+        memory: int,
+        stop_first: tuple[CatalogEntry, ...] = (),
     ) -> Started:
         future = asyncio.get_running_loop().create_future()
         self._starts[attempt] = future
+        args: list[Any] = [entry.id, attempt, parameters, ttl, memory]
+        if stop_first:
+            args.append([victim.id for victim in stop_first])  # a swap: one task, stop then start
         try:
             await self._wait_subscribed()
-            await asyncio.to_thread(
-                _send, "runners.tasks.start_runner", [entry.id, attempt, parameters, ttl, memory]
-            )
+            await asyncio.to_thread(_send, "runners.tasks.start_runner", args)
             event = await self._wait_start(future, entry, attempt)
         finally:
             self._starts.pop(attempt, None)
@@ -226,3 +238,6 @@ class CeleryEffects:
 
     async def persist_usage(self, used: dict[int, float]) -> None:
         await _db(_persist_usage)(used)
+
+    async def limits(self) -> RuntimeLimits:
+        return await current_limits_async()

@@ -11,6 +11,11 @@ the model joins the start queue once (coalescing: one start for N requests, all 
 when it is ready). The head of the queue asks `eviction.plan_start`: start now, evict (victims
 drain their in-flight requests, then stop), wait, or impossible. A lease's release may unblock
 an eviction or arm the idle TTL timer.
+
+The limits (max loaded models, memory budget, default TTL, request timeout) are the runtime
+settings in force (`llamaproxy.runtime`), read through `Effects.limits` at start-up, again when a
+`settings.changed` event arrives (then waiting requests are admitted again under the new limits),
+and every 30 s as a safety net.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from llamaproxy.runtime import Limits as RuntimeLimits
 from runners import eviction
 from runners.errors import (
     ModelDisabled,
@@ -88,13 +94,25 @@ class Recorded:
 class Effects(Protocol):
     async def load_catalog(self) -> Catalog: ...
     async def start(
-        self, entry: CatalogEntry, attempt: str, parameters: dict[str, Any], ttl: int | None, memory: int
-    ) -> Started: ...
+        self,
+        entry: CatalogEntry,
+        attempt: str,
+        parameters: dict[str, Any],
+        ttl: int | None,
+        memory: int,
+        stop_first: tuple[CatalogEntry, ...] = (),
+    ) -> Started:
+        """Start a runner; `stop_first`: idle runners the node agent stops before it (a swap in one trip)."""
+        ...
+
     async def stop(self, entry: CatalogEntry) -> None: ...
     async def recorded(self) -> list[Recorded]: ...
     async def probe(self, base_url: str) -> bool: ...
     async def listen(self, on_event: Callable[[dict[str, Any]], None]) -> None: ...
     async def persist_usage(self, used: dict[int, float]) -> None: ...
+    async def limits(self) -> RuntimeLimits | None:
+        """The runtime limits in force (None: keep the ones the scheduler has)."""
+        ...
 
 
 @dataclass
@@ -187,8 +205,40 @@ class Scheduler:
         self._tasks: set[asyncio.Task] = set()
         self._admitting = False
         self._admit_again = False
+        self._swapping: set[str] = set()  # victims the node agent stops as part of a start
         self._usage_dirty: dict[int, float] = {}
         self._catalog_read_at = 0.0
+
+    def apply_limits(self, limits: RuntimeLimits) -> bool:
+        """Put runtime limits in force; True when something the scheduler uses changed."""
+        before = (self.limits, self.default_ttl, self.request_timeout)
+        self.limits = eviction.Limits(max_loaded=limits.max_loaded_models, memory_budget=limits.memory_budget)
+        self.default_ttl = limits.default_ttl
+        self.request_timeout = limits.request_timeout
+        return before != (self.limits, self.default_ttl, self.request_timeout)
+
+    async def reload_limits(self) -> bool:
+        """Read the limits in force again; when they changed, idle timers are re-armed under the
+        new default TTL and waiting requests are admitted again. True when they changed."""
+        limits = await self.effects.limits()
+        if limits is None:
+            return False
+        old_ttl = self.default_ttl
+        if not self.apply_limits(limits):
+            return False
+        log.info(
+            "limits now in force: max %s loaded, memory budget %s, default TTL %s s, timeout %s s",
+            self.limits.max_loaded,
+            self.limits.memory_budget,
+            self.default_ttl,
+            self.request_timeout,
+        )
+        if self.default_ttl != old_ttl:
+            for actor in self.actors.values():
+                if actor.state == READY and actor.in_flight == 0:
+                    self._arm_ttl(actor, count_idle_time=True)
+        self._admit()
+        return True
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -203,6 +253,9 @@ class Scheduler:
 
     async def _start_up(self) -> None:
         try:
+            limits = await self.effects.limits()
+            if limits is not None:
+                self.apply_limits(limits)
             self.catalog = await self.effects.load_catalog()
         except Exception:
             self._init = None  # the next request tries again
@@ -354,6 +407,12 @@ class Scheduler:
         if kind == "catalog.changed":
             self._spawn(self.refresh_catalog())
             return
+        if kind == "settings.changed":
+            from llamaproxy.runtime import on_settings_changed
+
+            on_settings_changed(event)  # the cached limits are stale: read them again
+            self._spawn(self.reload_limits())
+            return
         actor = self.actors.get(event.get("model", ""))
         if actor is None:
             return
@@ -362,6 +421,13 @@ class Scheduler:
                 actor.progress = {k: event.get(k) for k in ("stage", "percent", "message")}
             return
         if kind != "runner.state":
+            return
+        stopped_for_swap = event.get("state") in (STOPPED, FAILED) and event.get("attempt") == actor.attempt
+        if actor.name in self._swapping and stopped_for_swap:
+            self._swapping.discard(actor.name)  # stopped by the node agent for a swap
+            if actor.state == STOPPING:
+                actor.state = STOPPED
+            self._finish_stop(actor)
             return
         lost = event.get("state") in (FAILED, STOPPED) and actor.state in (READY, DRAINING)
         if lost and event.get("attempt") == actor.attempt:
@@ -520,9 +586,31 @@ class Scheduler:
                     ModelUnavailable(entry.name, f"model '{entry.name}' cannot be loaded: {decision.reason}"),
                 )
                 continue
-            for victim in decision.victims:
-                self._drain(self.actors[victim], f"evicted to make room for '{entry.name}'")
+            victims = [self.actors[name] for name in decision.victims]
+            if self._can_swap(victims):
+                # Every victim is idle: the node agent stops them and starts this one in one trip.
+                self.pending.popleft()
+                actor.blocked = ""
+                for victim in victims:
+                    log.info("unloading %s: evicted to make room for '%s'", victim.name, entry.name)
+                    self._cancel_ttl(victim)
+                    victim.state = STOPPING
+                    self._swapping.add(victim.name)
+                stop_first = tuple(self.catalog.entries[v.name] for v in victims)
+                self._begin_start(actor, entry, params, wanted.memory, stop_first)
+                continue
+            for victim in victims:
+                self._drain(victim, f"evicted to make room for '{entry.name}'")
             return  # strict FIFO: later models wait for the head
+
+    def _can_swap(self, victims: list[Actor]) -> bool:
+        """Victims that stop at once (ready, idle, in the catalog), and nothing else on its way out."""
+        if not victims or any(
+            v.state != READY or v.in_flight or v.name not in self.catalog.entries for v in victims
+        ):
+            return False
+        names = {v.name for v in victims}
+        return not any(a.state in (DRAINING, STOPPING) for a in self.actors.values() if a.name not in names)
 
     def _loaded(self) -> list[eviction.Loaded]:
         loaded = []
@@ -567,7 +655,14 @@ class Scheduler:
 
     # --- internals: starting and stopping -------------------------------------------------
 
-    def _begin_start(self, actor: Actor, entry: CatalogEntry, params: dict[str, Any], memory: int) -> None:
+    def _begin_start(
+        self,
+        actor: Actor,
+        entry: CatalogEntry,
+        params: dict[str, Any],
+        memory: int,
+        stop_first: tuple[CatalogEntry, ...] = (),
+    ) -> None:
         actor.state = STARTING
         actor.attempt = uuid.uuid4().hex
         actor.next_params = params
@@ -578,15 +673,25 @@ class Scheduler:
         actor.ready_at = None
         actor.ready_or_failed = asyncio.Event()
         actor.stopped = asyncio.Event()
-        self._spawn(self._run_start(actor, entry, params, memory))
+        self._spawn(self._run_start(actor, entry, params, memory, stop_first))
 
     async def _run_start(
-        self, actor: Actor, entry: CatalogEntry, params: dict[str, Any], memory: int
+        self,
+        actor: Actor,
+        entry: CatalogEntry,
+        params: dict[str, Any],
+        memory: int,
+        stop_first: tuple[CatalogEntry, ...] = (),
     ) -> None:
         attempt = actor.attempt
+        ttl = self._ttl_for(actor, entry)
         try:
-            started = await self.effects.start(entry, attempt, params, self._ttl_for(actor, entry), memory)
+            if stop_first:
+                started = await self.effects.start(entry, attempt, params, ttl, memory, stop_first)
+            else:
+                started = await self.effects.start(entry, attempt, params, ttl, memory)
         except Exception as exc:
+            self._swapped_out(stop_first)
             reason = exc.reason if isinstance(exc, StartFailed) else f"{type(exc).__name__}: {exc}"
             if attempt != actor.attempt:
                 return
@@ -601,6 +706,7 @@ class Scheduler:
             )
             self._admit()
             return
+        self._swapped_out(stop_first)
         if attempt != actor.attempt or actor.state != STARTING:
             return
         actor.state = READY
@@ -621,6 +727,17 @@ class Scheduler:
         if actor.in_flight == 0 and actor.state == READY:
             self._arm_ttl(actor)
         self._admit()
+
+    def _swapped_out(self, stopped: tuple[CatalogEntry, ...]) -> None:
+        """The node agent stops a swap's victims before it starts: once the start is over, they are
+        stopped (their `stopped` events usually said so earlier)."""
+        for entry in stopped:
+            actor = self.actors.get(entry.name)
+            if actor is not None and actor.name in self._swapping:
+                self._swapping.discard(actor.name)
+                if actor.state == STOPPING:
+                    actor.state = STOPPED
+                self._finish_stop(actor)
 
     def _drain(self, actor: Actor, why: str) -> None:
         """Take a ready runner out of service; it stops once its in-flight requests are done."""
@@ -693,12 +810,15 @@ class Scheduler:
         )
         return configured or None  # 0 in the settings means never
 
-    def _arm_ttl(self, actor: Actor) -> None:
+    def _arm_ttl(self, actor: Actor, *, count_idle_time: bool = False) -> None:
+        """Stop the runner after its TTL of idleness; `count_idle_time`: idle time so far counts
+        (a TTL changed while it sat idle)."""
         self._cancel_ttl(actor)
         ttl = self._ttl_for(actor, self.catalog.entries.get(actor.name))
         if ttl is None:
             return
         used = actor.last_used
+        delay = max(0.0, ttl - (self._clock() - used)) if count_idle_time else ttl
 
         def expire() -> None:
             actor.ttl_timer = None
@@ -706,7 +826,7 @@ class Scheduler:
                 self._drain(actor, f"idle for {ttl} s")
 
         call_later = self._call_later or asyncio.get_running_loop().call_later
-        actor.ttl_timer = call_later(ttl, expire)
+        actor.ttl_timer = call_later(delay, expire)
 
     def _cancel_ttl(self, actor: Actor) -> None:
         if actor.ttl_timer is not None:
@@ -720,9 +840,14 @@ class Scheduler:
             await self.flush_usage()
             rounds += 1
             if rounds % CATALOG_REFRESH_ROUNDS == 0:
-                # A safety net for settings changed without a catalog.changed event reaching us.
+                # A safety net for changes whose catalog.changed / settings.changed event was lost.
                 with contextlib.suppress(Exception):
                     await self.refresh_catalog()
+                with contextlib.suppress(Exception):
+                    from llamaproxy.runtime import invalidate_limits
+
+                    invalidate_limits()
+                    await self.reload_limits()
 
     async def flush_usage(self) -> None:
         if not self._usage_dirty:
@@ -771,14 +896,17 @@ def get_scheduler() -> Scheduler:
     if _scheduler is None or (loop is not None and _scheduler._loop not in (None, loop)):
         from django.conf import settings
 
+        from llamaproxy.runtime import current_limits
         from runners.effects import CeleryEffects
 
+        # Never blocks the loop: the last limits known (or the environment's) until start-up reads them.
+        limits = current_limits()
         _scheduler = Scheduler(
             CeleryEffects(),
-            max_loaded=settings.LLAMAPROXY_MAX_LOADED_MODELS,
-            memory_budget=settings.LLAMAPROXY_MEMORY_BUDGET,
-            default_ttl=settings.LLAMAPROXY_DEFAULT_TTL,
-            request_timeout=settings.LLAMAPROXY_REQUEST_TIMEOUT,
+            max_loaded=limits.max_loaded_models,
+            memory_budget=limits.memory_budget,
+            default_ttl=limits.default_ttl,
+            request_timeout=limits.request_timeout,
             preload=list(settings.LLAMAPROXY_PRELOAD),
         )
     return _scheduler

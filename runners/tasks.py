@@ -24,7 +24,14 @@ def start_runner(
     overrides: dict[str, Any] | None = None,
     ttl_seconds: int | None = None,
     memory_estimate: int | None = None,
+    stop_first: list[int] | None = None,
 ) -> str:
+    """Start a model's runner; `stop_first`: the (idle) runners it replaces, stopped before it."""
+    for victim in stop_first or []:
+        try:
+            agent.stop_runner(victim)
+        except Exception:  # the start goes on: the health sweep finds what could not be stopped
+            log.exception("could not stop the runner of model %s before a swap", victim)
     return agent.start_runner(model_id, attempt, overrides, ttl_seconds, memory_estimate)
 
 

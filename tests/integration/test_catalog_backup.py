@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from llamaproxy.models import RuntimeSettings
+from llamaproxy.runtime import current_limits, invalidate_limits
 from models_catalog import services
 from models_catalog.backup import export_catalog, list_backups, restore_catalog, write_backup
 from models_catalog.discovery import scan_models
 from models_catalog.errors import CatalogError
-from models_catalog.models import AppSetting, CatalogModel, ModelFolder
+from models_catalog.models import CatalogModel, ModelFolder
 from models_catalog.testing import make_library
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def quiet_events(monkeypatch: pytest.MonkeyPatch) -> None:
+def quiet_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Catalog events are dropped; `settings.changed` events are collected for the tests to read."""
+    published: list[dict[str, Any]] = []
     monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): None)
+    monkeypatch.setattr("llamaproxy.events.publish_sync", lambda event, groups=(): published.append(event))
+    invalidate_limits()  # limits cached by an earlier test describe a database rolled back since
+    yield published
+    invalidate_limits()
 
 
 @pytest.fixture
@@ -36,7 +45,7 @@ def catalog(tmp_path: Path, settings: Any) -> Path:
         "tiny-chat", {"parameters": {"ctx_size": 2048}, "sampling": {"temperature": 0.3}, "pinned": True}
     )
     services.add_alias("tiny-chat", "tiny")
-    AppSetting.objects.create(key="default_model", value="tiny-chat")
+    RuntimeSettings.objects.create(pk=1, default_model="tiny-chat", max_loaded_models=2)
     return root
 
 
@@ -53,11 +62,13 @@ def test_a_backup_restores_the_catalog_exactly_after_changes(catalog: Path, caps
     services.update_model("tiny-chat", {"parameters": {"ctx_size": 8192}, "aliases": [], "enabled": False})
     services.delete_model("hermes-tools-q8_0")
     CatalogModel.objects.filter(name="big-model").update(name="renamed-big")
-    AppSetting.objects.all().delete()
+    RuntimeSettings.objects.filter(pk=1).update(default_model=None, max_loaded_models=None, default_ttl=60)
 
     call_command("restore", str(path))
 
     assert state() == before
+    assert current_limits().default_model == "tiny-chat" and current_limits().max_loaded_models == 2
+    assert RuntimeSettings.objects.get(pk=1).default_ttl is None  # the backup had no override
     tiny = CatalogModel.objects.get(name="tiny-chat")
     assert tiny.settings.parameters == {"ctx_size": 2048} and tiny.settings.pinned
     assert list(tiny.aliases.values_list("alias", flat=True)) == ["tiny"]
@@ -92,6 +103,8 @@ def test_restore_takes_a_backup_name_from_the_backup_folder(catalog: Path) -> No
         (lambda d: d["models"][1].update(name=d["models"][0]["name"]), "models.1.name"),
         (lambda d: d["models"][0]["settings"].update(ttl_seconds=-1), "models.0.settings.ttl_seconds"),
         (lambda d: d["models"][0].update(base="nobody"), "models.0.base"),
+        (lambda d: d["runtime_settings"].update(max_loaded_models=0), "runtime_settings.max_loaded_models"),
+        (lambda d: d["runtime_settings"].update(colour="blue"), "runtime_settings.colour"),
     ],
 )
 def test_an_invalid_backup_is_refused_and_changes_nothing(catalog: Path, damage: Any, field: str) -> None:
@@ -141,3 +154,60 @@ def test_restore_brings_back_folders_added_by_hand(catalog: Path, tmp_path: Path
     restore_catalog(document)
 
     assert ModelFolder.objects.filter(path=str(extra)).exists()
+
+
+def test_a_backup_carries_the_runtime_settings_row(catalog: Path) -> None:
+    RuntimeSettings.objects.filter(pk=1).update(memory_budget=2 * 1024**3, request_timeout=30.0)
+
+    document = export_catalog()
+
+    assert document["version"] == 2 and "app_settings" not in document
+    assert document["runtime_settings"] == {
+        "max_loaded_models": 2,
+        "memory_budget": 2 * 1024**3,
+        "default_ttl": None,
+        "default_model": "tiny-chat",
+        "request_timeout": 30.0,
+    }
+
+
+def test_a_version_1_backup_with_app_settings_restores_the_limits_it_names(catalog: Path) -> None:
+    RuntimeSettings.objects.filter(pk=1).update(memory_budget=4096)
+    document = export_catalog()
+    document["version"] = 1
+    del document["runtime_settings"]
+    document["app_settings"] = {"default_model": "hermes-tools-q8_0", "default_ttl": 300, "unknown": 1}
+
+    restore_catalog(document)
+
+    row = RuntimeSettings.objects.get(pk=1)
+    assert (row.default_model, row.default_ttl) == ("hermes-tools-q8_0", 300)
+    assert (row.max_loaded_models, row.memory_budget) == (2, 4096)  # not named there: kept
+    assert current_limits().default_model == "hermes-tools-q8_0"
+
+
+def test_a_version_1_backup_with_a_bad_app_setting_is_refused_with_the_key_named(catalog: Path) -> None:
+    document = export_catalog()
+    document["version"] = 1
+    del document["runtime_settings"]
+    document["app_settings"] = {"max_loaded_models": 0}
+
+    with pytest.raises(CatalogError) as error:
+        restore_catalog(document)
+
+    assert error.value.field == "app_settings.max_loaded_models"
+    assert RuntimeSettings.objects.get(pk=1).max_loaded_models == 2
+
+
+def test_a_restore_that_changes_limits_tells_the_scheduler_after_it_commits(
+    catalog: Path, quiet_events: list[dict[str, Any]], django_capture_on_commit_callbacks: Any
+) -> None:
+    document = export_catalog()
+    document["runtime_settings"]["max_loaded_models"] = 4
+
+    with django_capture_on_commit_callbacks(execute=True):
+        restore_catalog(document)
+        assert quiet_events == []  # nothing is announced before the commit
+
+    assert [e["settings"]["max_loaded_models"] for e in quiet_events] == [4]
+    assert quiet_events[0]["type"] == "settings.changed"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 
+from llamaproxy.models import RuntimeSettings
+from llamaproxy.runtime import current_limits, invalidate_limits
 from models_catalog.backup import export_catalog, list_backups
 from models_catalog.discovery import scan_models
-from models_catalog.models import AppSetting, CatalogModel, ModelAlias, ModelFolder
+from models_catalog.models import CatalogModel, ModelAlias, ModelFolder
 from models_catalog.tiny_model import write_tiny_model
 
 pytestmark = pytest.mark.django_db
@@ -23,8 +26,14 @@ BASE_DIR = Path(django_settings.BASE_DIR)
 
 
 @pytest.fixture(autouse=True)
-def quiet_events(monkeypatch: pytest.MonkeyPatch) -> None:
+def quiet_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Catalog events are dropped; `settings.changed` events are collected for the tests to read."""
+    published: list[dict[str, Any]] = []
     monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): None)
+    monkeypatch.setattr("llamaproxy.events.publish_sync", lambda event, groups=(): published.append(event))
+    invalidate_limits()  # limits cached by an earlier test describe a database rolled back since
+    yield published
+    invalidate_limits()
 
 
 @pytest.fixture
@@ -119,7 +128,7 @@ def catalog_state() -> str:
     return json.dumps(document, sort_keys=True, default=str)
 
 
-def test_the_seed_projects_files_import_settings_variants_and_app_settings(
+def test_the_seed_projects_files_import_settings_variants_and_runtime_limits(
     tmp_path: Path, models_dir: Path
 ) -> None:
     scan_models()
@@ -135,10 +144,10 @@ def test_the_seed_projects_files_import_settings_variants_and_app_settings(
     assert long.settings.parameters == {"ctx_size": 16384, "flash_attn": "auto"}
     assert long.settings.server_binary == "/opt/llama/llama-server"
     assert long.architecture == "llama" and long.context_length == 4096  # the file's metadata came along
-    assert dict(AppSetting.objects.values_list("key", "value")) == {
-        "default_model": "tiny-chat",
-        "max_loaded_models": 2,
-    }
+    stored = RuntimeSettings.objects.get(pk=1)
+    assert (stored.default_model, stored.max_loaded_models, stored.default_ttl) == ("tiny-chat", 2, None)
+    assert current_limits().default_model == "tiny-chat"  # in force at once: the cache was invalidated
+    assert current_limits().max_loaded_models == 2
     assert ModelFolder.objects.filter(path=str(models_dir)).exists()
 
 
@@ -165,7 +174,8 @@ def test_llama_runner_configs_import_with_names_as_aliases(tmp_path: Path, model
     assert ik.base == qwen and ik.settings.server_binary == "/opt/ik_llama/llama-server"
     assert ik.tools_override is False and not ik.cap_tools  # its runtime does not support tools
     assert set(ik.aliases.values_list("alias", flat=True)) == {"Qwen3-14B-ik", "Qwen3 14B ik"}
-    assert AppSetting.objects.get(key="max_loaded_models").value == 1
+    assert RuntimeSettings.objects.get(pk=1).max_loaded_models == 1  # from concurrentRunners
+    assert current_limits().max_loaded_models == 1
 
 
 def test_importing_the_same_files_twice_changes_nothing_more(tmp_path: Path, models_dir: Path) -> None:
@@ -177,6 +187,28 @@ def test_importing_the_same_files_twice_changes_nothing_more(tmp_path: Path, mod
     call_command("import_config", *files)
 
     assert catalog_state() == before
+
+
+def test_an_import_that_sets_limits_tells_the_scheduler_once_it_commits_and_a_repeat_stays_quiet(
+    tmp_path: Path,
+    models_dir: Path,
+    quiet_events: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    scan_models()
+    RuntimeSettings.objects.create(pk=1, memory_budget=8 * 1024**3)  # set in the dashboard
+    files = seed_files(tmp_path, models_dir)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("import_config", *files)
+        assert quiet_events == []  # nothing is announced before the commit
+
+    assert [event["type"] for event in quiet_events] == ["settings.changed"]
+    assert quiet_events[0]["settings"]["max_loaded_models"] == 2
+    assert quiet_events[0]["settings"]["memory_budget"] == 8 * 1024**3  # the dashboard's value stays
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("import_config", *files)
+    assert len(quiet_events) == 1  # the same values again: no news
 
 
 def test_a_model_outside_the_folders_is_imported_with_its_metadata_or_as_missing(

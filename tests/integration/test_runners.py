@@ -4,8 +4,10 @@ processes on tiny random-weight models. Requests go through the api face like a 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import shutil
 import signal
 import threading
 import time
@@ -235,3 +237,57 @@ def test_the_runners_command_loads_shows_logs_and_unloads_through_the_gateway(ma
     stack.stop()
     stopped = stack.manage("runners", "status", check=False)
     assert stopped.returncode != 0 and "not running" in stopped.stderr
+
+
+def test_a_limit_raised_by_an_import_in_another_process_lets_two_models_run_without_a_restart(
+    make_stack, tmp_path: Path
+) -> None:
+    stack = make_stack(setup=catalog("first", "second"), LLAMAPROXY_MAX_LOADED_MODELS="1")
+    for name in ("first", "second"):
+        assert chat(stack, name).status_code == 200
+    assert runners(stack)["first"]["state"] == "stopped"  # one slot: second took it
+    config = tmp_path / "app_config.json"
+    config.write_text(json.dumps({"max_loaded_models": 2}))
+
+    imported = stack.manage("import_config", str(config), check=False)
+
+    assert imported.returncode == 0, imported.stderr
+    wait_for(
+        lambda: (
+            httpx.get(
+                stack.url("dashboard") + "/api/manage/settings", headers=stack.admin_headers(), timeout=10
+            ).json()["effective"]["max_loaded_models"]
+            == 2
+        ),
+        10,
+        "the gateway to see the imported limit",
+    )
+    time.sleep(0.5)  # the scheduler reads the limits again when the settings.changed event arrives
+    assert chat(stack, "first").status_code == 200
+    status = runners(stack)
+    assert status["first"]["state"] == "ready" and status["second"]["state"] == "ready"
+    assert len(runner_processes(stack)) == 2
+
+
+def test_a_models_own_server_binary_runs_and_a_missing_one_fails_the_start_naming_it(
+    make_stack, llama_server_binary: Path
+) -> None:
+    def setup(stack) -> None:
+        own = stack.root / "other-build" / "llama-server"
+        own.parent.mkdir()
+        shutil.copy2(llama_server_binary, own)
+        shell = (
+            f"RunnerSettings.objects.filter(model__name='own').update(server_binary={str(own)!r})\n"
+            "RunnerSettings.objects.filter(model__name='lost').update(server_binary='/nowhere/llama-server')"
+        )
+        catalog("own", "lost", shell=shell)(stack)
+
+    stack = make_stack(setup=setup, LLAMAPROXY_MAX_LOADED_MODELS="2")
+    assert chat(stack, "own").status_code == 200
+    [runner] = runner_processes(stack)
+    assert runner.cmdline()[0] == str(stack.root / "other-build" / "llama-server")
+    response = chat(stack, "lost")
+    assert response.status_code == 503
+    message = response.json()["error"]["message"]
+    assert "server binary of 'lost' does not exist: /nowhere/llama-server" in message
+    assert runners(stack)["lost"]["state"] == "failed"

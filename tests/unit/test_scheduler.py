@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from llamaproxy.runtime import Limits
 from runners.errors import ModelDisabled, ModelNotFound, ModelUnavailable, QueueTimeout
 from runners.scheduler import Recorded, Scheduler, Started, StartFailed
 from runners.snapshot import Catalog, CatalogEntry
@@ -37,15 +38,20 @@ class FakeEffects:
         self.healthy: set[str] = set()
         self.starts: list[tuple[str, dict[str, Any]]] = []
         self.stops: list[str] = []
+        self.swaps: list[tuple[tuple[str, ...], str]] = []
         self.hold: dict[str, asyncio.Future] = {}
         self.failures: dict[str, str] = {}
         self.on_event: Callable[[dict[str, Any]], None] | None = None
         self.ports = iter(range(40000, 41000))
+        self.runtime_limits: Limits | None = None  # None: the scheduler keeps its own
+        self.limit_reads = 0
 
     async def load_catalog(self) -> Catalog:
         return self.catalog
 
-    async def start(self, entry, attempt, parameters, ttl, memory) -> Started:
+    async def start(self, entry, attempt, parameters, ttl, memory, stop_first=()) -> Started:
+        self.stops.extend(victim.name for victim in stop_first)  # a swap: the node agent stops them first
+        self.swaps.append((tuple(v.name for v in stop_first), entry.name))
         self.starts.append((entry.name, dict(parameters)))
         if entry.name in self.hold:
             await self.hold[entry.name]
@@ -67,6 +73,10 @@ class FakeEffects:
 
     async def persist_usage(self, used) -> None:
         pass
+
+    async def limits(self) -> Limits | None:
+        self.limit_reads += 1
+        return self.runtime_limits
 
     @property
     def started(self) -> list[str]:
@@ -382,3 +392,153 @@ async def test_a_catalog_change_event_reloads_the_catalog(timers) -> None:
     scheduler.on_event({"type": "catalog.changed"})
     await settle()
     assert "b" in scheduler.catalog.entries
+
+
+def limits(**changes: Any) -> Limits:
+    values = {
+        "max_loaded_models": 1,
+        "memory_budget": None,
+        "default_ttl": 0,
+        "default_model": None,
+        "request_timeout": 300.0,
+    }
+    return Limits(**{**values, **changes})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_start_up_puts_the_runtime_limits_in_force_over_the_constructors(timers) -> None:
+    scheduler, effects = make([entry("a"), entry("b")], timers, max_loaded=1, request_timeout=300)
+    effects.runtime_limits = limits(max_loaded_models=2, request_timeout=7.5, default_ttl=40)
+    await scheduler.ensure_started()
+    (await scheduler.acquire("a")).release()
+    (await scheduler.acquire("b")).release()
+    assert effects.stops == []  # two fit now
+    assert scheduler.request_timeout == 7.5
+    assert [t.delay for t in live(timers)] == [40, 40]
+
+
+async def test_a_settings_change_with_more_slots_starts_a_waiting_model_at_once(timers) -> None:
+    scheduler, effects = make([entry("a"), entry("b")], timers, max_loaded=1)
+    effects.runtime_limits = limits(max_loaded_models=1)
+    effects.hold["a"] = asyncio.get_running_loop().create_future()
+    waiting_a = asyncio.ensure_future(scheduler.acquire("a"))
+    waiting_b = asyncio.ensure_future(scheduler.acquire("b"))
+    await settle()
+    assert effects.started == ["a"] and "finish starting" in scheduler.status_of("b")["waiting_for"]
+    effects.runtime_limits = limits(max_loaded_models=2)
+    scheduler.on_event({"type": "settings.changed", "settings": effects.runtime_limits.as_dict()})
+    await settle()
+    assert waiting_b.done() and effects.started == ["a", "b"]  # b did not wait for a any longer
+    effects.hold["a"].set_result(None)
+    await settle()
+    assert effects.stops == []
+    waiting_a.result().release()
+    waiting_b.result().release()
+
+
+async def test_a_settings_change_with_fewer_slots_evicts_at_the_next_start(timers) -> None:
+    scheduler, effects = make([entry("a"), entry("b"), entry("c")], timers, max_loaded=3)
+    effects.runtime_limits = limits(max_loaded_models=3)
+    for name in ("a", "b"):
+        (await scheduler.acquire(name)).release()
+    effects.runtime_limits = limits(max_loaded_models=1)
+    scheduler.on_event({"type": "settings.changed"})
+    await settle()
+    assert effects.stops == []  # nothing is cut off by the change itself
+    (await scheduler.acquire("c")).release()
+    assert sorted(effects.stops) == ["a", "b"] and effects.started == ["a", "b", "c"]
+
+
+async def test_a_shorter_default_ttl_counts_the_time_a_runner_already_sat_idle(timers) -> None:
+    clock = Clock()
+    effects = FakeEffects([entry("a")])
+    effects.runtime_limits = limits(default_ttl=0)
+
+    def call_later(delay: float, callback: Callable[[], None]) -> FakeTimer:
+        timers.append(FakeTimer(delay, callback))
+        return timers[-1]
+
+    scheduler = Scheduler(effects, call_later=call_later, clock=clock)
+    (await scheduler.acquire("a")).release()
+    assert live(timers) == []  # 0 = never
+    clock.now += 25
+    effects.runtime_limits = limits(default_ttl=60)
+    scheduler.on_event({"type": "settings.changed"})
+    await settle()
+    [timer] = live(timers)
+    assert timer.delay == 35
+    effects.runtime_limits = limits(default_ttl=10)
+    scheduler.on_event({"type": "settings.changed"})
+    await settle()
+    [timer] = live(timers)
+    assert timer.delay == 0  # already idle longer than that: unloaded now
+    timer.callback()
+    await settle()
+    assert effects.stops == ["a"]
+
+
+async def test_a_settings_change_that_changes_nothing_leaves_timers_alone(timers) -> None:
+    scheduler, effects = make([entry("a")], timers, default_ttl=30)
+    effects.runtime_limits = limits(default_ttl=30)
+    (await scheduler.acquire("a")).release()
+    [timer] = live(timers)
+    reads = effects.limit_reads
+    scheduler.on_event({"type": "settings.changed"})
+    await settle()
+    assert effects.limit_reads == reads + 1 and live(timers) == [timer]
+
+
+async def test_evicting_an_idle_runner_is_one_swap_the_node_agent_does_stop_then_start(timers) -> None:
+    scheduler, effects = make([entry("a"), entry("b")], timers, max_loaded=1)
+    (await scheduler.acquire("a")).release()
+
+    lease_b = await scheduler.acquire("b")
+
+    assert effects.swaps == [((), "a"), (("a",), "b")]  # no separate stop round trip
+    assert {s["model"]: s["state"] for s in scheduler.status()} == {"a": "stopped", "b": "ready"}
+    lease_b.release()
+
+
+async def test_a_busy_victim_still_drains_first_and_is_stopped_on_its_own(timers) -> None:
+    scheduler, effects = make([entry("a"), entry("b")], timers, max_loaded=1)
+    lease_a = await scheduler.acquire("a")
+    waiting_b = asyncio.ensure_future(scheduler.acquire("b"))
+    await settle()
+    lease_a.release()
+    (await waiting_b).release()
+    assert effects.swaps == [((), "a"), ((), "b")] and effects.stops == ["a"]
+
+
+async def test_a_swap_victim_shows_stopped_as_soon_as_its_stop_event_arrives(timers) -> None:
+    scheduler, effects = make([entry("a"), entry("b")], timers, max_loaded=1)
+    (await scheduler.acquire("a")).release()
+    attempt_a = scheduler.actors["a"].attempt
+    effects.hold["b"] = asyncio.get_running_loop().create_future()
+    waiting_b = asyncio.ensure_future(scheduler.acquire("b"))
+    await settle()
+    assert scheduler.status_of("a")["state"] == "stopping"
+    scheduler.on_event({"type": "runner.state", "model": "a", "state": "stopped", "attempt": attempt_a})
+    assert scheduler.status_of("a")["state"] == "stopped"
+    assert scheduler.status_of("b")["state"] == "starting"
+    effects.hold["b"].set_result(None)
+    (await waiting_b).release()
+    assert scheduler.status_of("a")["state"] == "stopped" and scheduler.status_of("b")["state"] == "ready"
+
+
+async def test_a_swap_whose_start_fails_leaves_the_victim_stopped_and_fails_the_waiters(timers) -> None:
+    scheduler, effects = make([entry("a"), entry("b")], timers, max_loaded=1)
+    (await scheduler.acquire("a")).release()
+    effects.failures["b"] = "error loading model"
+    with pytest.raises(ModelUnavailable, match="error loading model"):
+        await scheduler.acquire("b")
+    assert scheduler.status_of("a")["state"] == "stopped" and scheduler.status_of("b")["state"] == "failed"
+    lease = await scheduler.acquire("a")  # and a comes back on request
+    assert lease.base_url and effects.started == ["a", "b", "a"]
+    lease.release()

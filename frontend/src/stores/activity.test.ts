@@ -29,6 +29,32 @@ describe("activity store", () => {
     expect(store.rows).toHaveLength(0);
   });
 
+  it("keeps a request announced while the history was being fetched", async () => {
+    let answer: (r: Response) => void = () => {};
+    vi.spyOn(globalThis, "fetch").mockReturnValue(new Promise<Response>((resolve) => (answer = resolve)));
+    const store = useActivityStore();
+    const fetching = store.fetchRows();
+    store.onRequestDone({ ...done, id: 7 });
+    answer(new Response(JSON.stringify({ count: 0, results: [] }), { headers: { "content-type": "application/json" } }));
+    await fetching;
+    expect(store.rows.map((r) => r.id)).toEqual([7]);
+    expect(store.count).toBe(1);
+  });
+
+  it("does not list a request twice when the fetch already has it", async () => {
+    const stored = { ...done, id: 9 };
+    let answer: (r: Response) => void = () => {};
+    vi.spyOn(globalThis, "fetch").mockReturnValue(new Promise<Response>((resolve) => (answer = resolve)));
+    const store = useActivityStore();
+    const fetching = store.fetchRows();
+    store.onRequestDone(stored);
+    answer(new Response(JSON.stringify({ count: 1, results: [stored] }), { headers: { "content-type": "application/json" } }));
+    await fetching;
+    expect(store.rows.map((r) => r.id)).toEqual([9]);
+    store.onRequestDone(stored);
+    expect(store.rows).toHaveLength(1);
+  });
+
   it("writes CSV with quoting", () => {
     expect(toCsv(["a", "b"], [{ a: 'x,"y"', b: null }])).toBe('a,b\r\n"x,""y""",\r\n');
   });

@@ -82,10 +82,21 @@ export const useActivityStore = defineStore("activity", () => {
     } as Record<string, string | number>;
   }
 
+  // Rows announced live while a fetch is under way: the fetch may have been answered before they
+  // were stored, so they are kept (by id) rather than overwritten by the fetched page.
+  let liveDuringFetch: UsageRow[] | null = null;
+
   async function fetchRows(): Promise<void> {
-    const page = await api.get<{ count: number; results: UsageRow[] }>("/usage", query({ limit: PAGE }));
-    rows.value = page.results;
-    count.value = page.count;
+    liveDuringFetch = [];
+    try {
+      const page = await api.get<{ count: number; results: UsageRow[] }>("/usage", query({ limit: PAGE }));
+      const fetchedIds = new Set(page.results.map((r) => r.id));
+      const missed = liveDuringFetch.filter((r) => r.id === undefined || !fetchedIds.has(r.id));
+      rows.value = [...missed, ...page.results].slice(0, PAGE);
+      count.value = page.count + missed.length;
+    } finally {
+      liveDuringFetch = null;
+    }
   }
   async function fetchTotals(): Promise<void> {
     const [h, m, f] = await Promise.all([
@@ -116,6 +127,8 @@ export const useActivityStore = defineStore("activity", () => {
     const row = { ...(fields as unknown as UsageRow), live: true };
     if (row.api_key_id !== null && row.api_key_id !== undefined) row.api_key_name = keyNames.value[row.api_key_id] ?? "";
     if (!matches(row, filters)) return;
+    if (row.id !== undefined && rows.value.some((r) => r.id === row.id)) return;
+    liveDuringFetch?.push(row);
     rows.value = [row, ...rows.value].slice(0, PAGE);
     count.value += 1;
     refetchTotals();
