@@ -124,9 +124,24 @@ async def http_app(scope, receive, send):
     return await django_app(scope, receive, send)
 
 
+def dashboard_only(app):
+    """The live channel belongs to the dashboard: API ports refuse WebSocket upgrades."""
+
+    async def guard(scope, receive, send):
+        server = scope.get("server") or (None, None)
+        if server[1] in api_ports:
+            await send({"type": "websocket.close", "code": 4404})
+            return None
+        return await app(scope, receive, send)
+
+    return guard
+
+
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": dashboard_only(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

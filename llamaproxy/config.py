@@ -71,6 +71,8 @@ class Config:
     usage_retention_days: int
     preload: list[str] = field(default_factory=list)
     default_model: str | None = None
+    database: Path | None = None
+    backup_keep: int = 20
 
     def enabled_faces(self) -> dict[str, int]:
         return {face: port for face, port in self.ports.items() if port}
@@ -216,4 +218,6 @@ def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
         usage_retention_days=parse("LLAMAPROXY_USAGE_RETENTION_DAYS", lambda t: _parse_int(t, 0), "90"),
         preload=[name.strip() for name in preload_raw.split(",") if name.strip()],
         default_model=get("LLAMAPROXY_DEFAULT_MODEL"),
+        database=_resolve(get("LLAMAPROXY_DATABASE") or "", base_dir) if get("LLAMAPROXY_DATABASE") else None,
+        backup_keep=parse("LLAMAPROXY_BACKUP_KEEP", lambda t: _parse_int(t, 1), "20"),
     )

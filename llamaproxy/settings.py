@@ -107,7 +107,7 @@ ASGI_APPLICATION = "llamaproxy.asgi.application"
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("LLAMAPROXY_DATABASE", str(LLAMAPROXY_HOME / "llamaproxy.sqlite3")),
+        "NAME": str(CONFIG.database or LLAMAPROXY_HOME / "llamaproxy.sqlite3"),
         "OPTIONS": {
             "timeout": 30,
             "transaction_mode": "IMMEDIATE",
@@ -172,7 +172,7 @@ LLAMAPROXY_PRELOAD: list[str] = CONFIG.preload
 LLAMAPROXY_DEFAULT_MODEL: str | None = CONFIG.default_model
 RUNNER_LOG_DIR: Path = LOG_DIR / "runners"
 BACKUP_DIR: Path = LLAMAPROXY_HOME / "backups"
-BACKUP_KEEP = int(os.environ.get("LLAMAPROXY_BACKUP_KEEP", "20"))
+BACKUP_KEEP: int = CONFIG.backup_keep
 
 LOGGING = {
     "version": 1,

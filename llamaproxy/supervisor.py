@@ -111,14 +111,19 @@ class Supervisor:
 
     # --- stop ------------------------------------------------------------------------------
     def stop_all(self) -> None:
-        """Gateway first (no new requests), then the worker (it stops its runners), then Redis."""
-        order = {"gateway": 0, "worker": 1, "redis": 3}
-        for child in sorted(self.children, key=lambda c: order.get(c.name, 2)):
-            if child.name == "redis":
-                from runners.process import stop_all_recorded
+        """Gateway first (no new requests), then the worker (it stops its runners), then any runner
+        still recorded (a worker that died hard leaves them), then Redis."""
+        from runners.process import stop_all_recorded
 
+        order = {"gateway": 0, "worker": 1, "redis": 3}
+        swept = False
+        for child in sorted(self.children, key=lambda c: order.get(c.name, 2)):
+            if order.get(child.name, 2) > 1 and not swept:
                 stop_all_recorded(grace=2.0)
+                swept = True
             _stop_child(child)
+        if not swept:
+            stop_all_recorded(grace=2.0)
         self.children.clear()
 
 

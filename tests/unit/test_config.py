@@ -65,6 +65,8 @@ def test_values_from_the_environment_are_parsed() -> None:
         ("LLAMAPROXY_LLAMA_SERVER", "/nonexistent/llama-server", "does not exist"),
         ("REDIS_URL", "localhost:6379", "not a redis://"),
         ("LLAMAPROXY_REQUIRE_API_KEY", "maybe", "not a boolean"),
+        ("LLAMAPROXY_BACKUP_KEEP", "0", "at least 1"),
+        ("LLAMAPROXY_USAGE_RETENTION_DAYS", "-3", "at least 0"),
     ],
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str, problem: str) -> None:

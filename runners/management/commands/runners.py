@@ -7,17 +7,18 @@ from argparse import ArgumentParser
 from typing import Any
 
 import httpx
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from llamaproxy.manage_api import local_admin_token
+from llamaproxy.supervisor import face_urls
 
 
 def gateway_url() -> str:
-    port = settings.LLAMAPROXY_PORTS.get("dashboard") or settings.LLAMAPROXY_PORTS.get("api")
-    if not port:
+    urls = face_urls()
+    base = urls.get("dashboard") or urls.get("api")
+    if not base:
         raise CommandError("both the dashboard and the API port are turned off: no manage API to talk to")
-    return f"http://127.0.0.1:{port}/api/manage"
+    return f"{base}/api/manage"
 
 
 class Command(BaseCommand):
