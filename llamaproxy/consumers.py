@@ -69,18 +69,34 @@ def read_from(path: Path, offset: int) -> tuple[list[str], int]:
     return data[: end + 1].decode(errors="replace").splitlines(), offset + end + 1
 
 
+# Dashboards connected to this process; per-request events are published only while one is.
+connected_dashboards = 0
+
+
+def dashboards_watching() -> bool:
+    return connected_dashboards > 0
+
+
 class StatusConsumer(AsyncJsonWebsocketConsumer):
     tail_task: asyncio.Task | None = None
+    counted = False
 
     async def connect(self) -> None:
+        global connected_dashboards
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_staff:
             await self.close(code=4401)
             return
         await self.channel_layer.group_add(STATUS_GROUP, self.channel_name)
         await self.accept()
+        connected_dashboards += 1
+        self.counted = True
 
     async def disconnect(self, code: int) -> None:
+        global connected_dashboards
+        if self.counted:
+            connected_dashboards -= 1
+            self.counted = False
         self._stop_tail()
         await self.channel_layer.group_discard(STATUS_GROUP, self.channel_name)
 

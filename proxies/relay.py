@@ -1,4 +1,4 @@
-"""The streaming relay to llama-server: one pooled httpx client, bytes passed through unchanged.
+"""The streaming relay to llama-server: one pooled transport per loop, bytes passed through unchanged.
 
 A response generator's `finally` closes the upstream response, so a client that disconnects
 cancels the generation upstream; the lease is released and usage recorded there too.
@@ -17,11 +17,12 @@ import httpx
 from django.http import HttpResponse, StreamingHttpResponse
 
 from proxies.accounting import UsageMeter
+from proxies.loopback import LoopbackTransport
 from proxies.sse import SSEFrameParser, parse_json_payload
 
 log = logging.getLogger(__name__)
 
-_clients: dict[int, httpx.AsyncClient] = {}
+_transports: dict[int, LoopbackTransport] = {}
 
 # Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones we recompute.
 HOP_HEADERS = frozenset(
@@ -45,17 +46,12 @@ HOP_HEADERS = frozenset(
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def upstream_client() -> httpx.AsyncClient:
-    """One pooled client per event loop; no read timeout, since generation takes as long as it takes."""
+def loopback_transport() -> LoopbackTransport:
     loop_id = id(asyncio.get_running_loop())
-    client = _clients.get(loop_id)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=10.0, read=None, write=60.0, pool=None),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30),
-        )
-        _clients[loop_id] = client
-    return client
+    transport = _transports.get(loop_id)
+    if transport is None:
+        transport = _transports[loop_id] = LoopbackTransport()
+    return transport
 
 
 @dataclass
@@ -86,22 +82,13 @@ async def open_upstream(
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """Send and return the streaming response; retry once when the connection broke before any byte.
+    """Send to a runner and return the response with its body still streaming.
 
-    llama-server may close a pooled keep-alive connection just as we reuse it; the request
-    never reached it, so sending it again on a fresh connection is safe.
+    Goes through the lean loopback transport (see proxies/loopback.py), which also retries once
+    when a reused keep-alive connection was closed before the runner answered.
     """
-    client = upstream_client()
-    url = base_url + path
-    for attempt in (1, 2):
-        request = client.build_request(method, url, content=content, headers=headers)
-        try:
-            return await client.send(request, stream=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            if attempt == 2:
-                raise
-            log.debug("upstream %s closed the connection before answering (%s); retrying once", url, exc)
-    raise AssertionError("unreachable")
+    request = httpx.Request(method, base_url + path, content=content, headers=headers)
+    return await loopback_transport().handle_async_request(request)
 
 
 def response_headers(upstream: httpx.Response) -> dict[str, str]:

@@ -16,6 +16,7 @@ from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 from django.utils import timezone
 
+from llamaproxy.consumers import dashboards_watching
 from llamaproxy.events import publish
 from proxies.models import ApiKey, UsageRecord
 from proxies.relay import RelayContext
@@ -77,9 +78,11 @@ class UsageWriter:
     async def _flush_async(self) -> None:
         self._scheduled = False
         stored = await asyncio.to_thread(self._store)
-        # Announced once stored, so a dashboard that fetches the history after this event finds them.
-        for row in stored:
-            await publish(usage_event(row))
+        # Announced once stored, so a dashboard that fetches the history after this event finds them;
+        # only while a dashboard is connected (each event costs several Redis round trips).
+        if dashboards_watching():
+            for row in stored:
+                await publish(usage_event(row))
 
     def flush(self) -> int:
         """Write what is buffered now (outside the gateway's loop: commands, tests, exit)."""

@@ -1,0 +1,158 @@
+"""The relay's loopback transport against small asyncio HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+
+from proxies.loopback import LoopbackTransport
+from tests.conftest import free_port
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + (await reader.readexactly(length) if length else b"")
+
+
+async def serve(handler: Handler) -> tuple[asyncio.Server, str]:
+    port = free_port()
+    server = await asyncio.start_server(handler, "127.0.0.1", port)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def reply(body: bytes, *, close: bool = False) -> bytes:
+    connection = b"Connection: close\r\n" if close else b""
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), connection, body)
+
+
+async def test_a_request_is_written_in_one_piece_and_its_answer_read() -> None:
+    writes: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writes.append(await reader.read(65536))
+        writer.write(reply(b'{"ok": true}'))
+        await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        request = httpx.Request(
+            "POST", base + "/v1/x", content=b'{"a": 1}', headers={"content-type": "application/json"}
+        )
+        response = await transport.handle_async_request(request)
+        assert response.status_code == 200
+        assert await response.aread() == b'{"ok": true}'
+        await transport.aclose()
+    assert len(writes) == 1 and writes[0].endswith(b'{"a": 1}')  # headers and body in one send
+
+
+async def test_a_keep_alive_connection_is_reused() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while not reader.at_eof():
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(reply(b"hi"))
+            await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        for _ in range(3):
+            response = await transport.handle_async_request(httpx.Request("GET", base + "/health"))
+            assert await response.aread() == b"hi"
+        await transport.aclose()
+    assert connections == 1
+
+
+async def test_an_idle_connection_the_server_closed_is_retried_once_on_a_fresh_one() -> None:
+    answered = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        await read_request(reader)
+        answered += 1
+        if answered == 1:
+            writer.write(reply(b"first"))  # keep-alive promised...
+            await writer.drain()
+            await read_request(reader)  # ...but the next request on it is dropped unanswered
+            writer.close()
+            return
+        writer.write(reply(b"second"))
+        await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        first = await transport.handle_async_request(httpx.Request("GET", base + "/a"))
+        assert await first.aread() == b"first"
+        second = await transport.handle_async_request(httpx.Request("GET", base + "/b"))
+        assert await second.aread() == b"second"
+        await transport.aclose()
+
+
+async def test_a_chunked_stream_arrives_chunk_by_chunk_and_closing_early_drops_the_connection() -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            for index in range(1000):
+                frame = b"data: %d\n\n" % index
+                writer.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+                await writer.drain()
+                await asyncio.sleep(0.005)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            closed.set()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        response = await transport.handle_async_request(
+            httpx.Request("POST", base + "/stream", content=b"{}")
+        )
+        chunks = []
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            if len(chunks) == 3:
+                break
+        await response.aclose()
+        assert chunks[0].startswith(b"data: 0")
+        await asyncio.wait_for(closed.wait(), 5)  # the server saw the client go away
+        await transport.aclose()
+
+
+async def test_a_refused_connection_is_an_httpx_connect_error() -> None:
+    transport = LoopbackTransport()
+    with pytest.raises(httpx.ConnectError):
+        await transport.handle_async_request(httpx.Request("GET", f"http://127.0.0.1:{free_port()}/health"))
+
+
+async def test_a_server_that_closes_without_answering_a_fresh_connection_is_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.close()
+
+    server, base = await serve(handler)
+    async with server:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/x"))
