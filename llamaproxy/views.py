@@ -59,7 +59,14 @@ def frontend_asset(request: HttpRequest, path: str) -> HttpResponse:
 async def playground_chat(request: HttpRequest) -> HttpResponse:
     """The Playground's chat: the OpenAI face's chat completions behind the dashboard login, so the
     browser needs no API key and no CORS (CSRF is checked by the middleware like any form)."""
-    from proxies.gateway import FaceError, acquire_runner, new_context, record_failure, resolve_model
+    from proxies.gateway import (
+        FaceError,
+        acquire_runner,
+        apply_sampling_defaults,
+        new_context,
+        record_failure,
+        resolve_model,
+    )
     from proxies.openai_face import face_error_response, openai_error, parse_body, send_to_runner
     from proxies.openai_schemas import ChatCompletionRequest
 
@@ -75,6 +82,7 @@ async def playground_chat(request: HttpRequest) -> HttpResponse:
         ctx.stream = bool(getattr(parsed, "stream", False))
         model = await resolve_model(parsed.model, None)
         payload["model"] = model.name
+        apply_sampling_defaults(payload, model)
         lease = await acquire_runner(model, ctx)
     except FaceError as exc:
         record_failure(ctx, exc)
@@ -83,3 +91,18 @@ async def playground_chat(request: HttpRequest) -> HttpResponse:
     return await send_to_runner(
         lease, ctx, "POST", "/v1/chat/completions", body, {"content-type": "application/json"}
     )
+
+
+async def playground_audio(request: HttpRequest, task: str) -> HttpResponse:
+    """The Playground's audio box: the OpenAI face's /v1/audio/transcriptions and /translations
+    behind the dashboard login (CSRF is checked by the middleware, as for the chat)."""
+    from proxies.audio import audio_endpoint
+    from proxies.openai_face import openai_error
+
+    if request.method != "POST":
+        return openai_error(405, "use POST")
+    user = await request.auser()
+    if not (user.is_authenticated and user.is_staff):
+        return openai_error(401, "log in to the dashboard first")
+    request.face = "playground"
+    return await audio_endpoint(request, translate=task == "translations", authorized=True)

@@ -172,6 +172,7 @@ class ImportOut(Schema):
     updated: list[str]
     unchanged: list[str]
     folders_added: list[str]
+    settings_changed: dict[str, Any]  # runtime setting (limit) → its new value
     notes: list[str]
     backup: str
 

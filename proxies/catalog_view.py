@@ -44,6 +44,7 @@ class ModelView:
     aliases: tuple[str, ...]
     parameters: dict
     sampling: dict
+    error: str = ""  # why the file could not be read (state "error")
 
 
 class CatalogView:
@@ -92,6 +93,7 @@ class CatalogView:
                 aliases=tuple(sorted(aliases_of.get(row.name, []))),
                 parameters=dict(model_settings.parameters) if model_settings else {},
                 sampling=dict(model_settings.sampling) if model_settings else {},
+                error=row.error,
             )
         return models, dict(alias_rows)
 

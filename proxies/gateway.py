@@ -3,17 +3,19 @@ and, when the response ends, release the lease and record usage."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest
 
+from models_catalog.parameters import SAMPLING_PARAMS
 from proxies import metrics
 from proxies.catalog_view import ModelView, catalog_view, default_model_name
 from proxies.keys import KeyInfo, KeyRejected, authenticate, check_model_allowed
 from proxies.relay import Finalizer, RelayContext
 from proxies.usage import usage_writer
-from runners.errors import SchedulerError
+from runners.errors import SchedulerError, file_problem
 
 if TYPE_CHECKING:
     from runners.scheduler import Lease
@@ -69,11 +71,48 @@ async def resolve_model(requested: str | None, key: KeyInfo | None) -> ModelView
     if model.state != "available":
         raise FaceError(
             503,
-            f"model '{model.name}' is not available: its file is {model.state}",
+            f"model '{model.name}' is not available: {file_problem(model.state, model.error)}",
             "model_unavailable",
             "model",
         )
     return model
+
+
+# The request fields a sampling default fills, first the one it is written to; a request that sets
+# any of them keeps its own value. llama-server reads `max_tokens`, `max_completion_tokens` and
+# `n_predict` as one field on both /v1/chat/completions and /v1/completions.
+SAMPLING_FIELDS: dict[str, tuple[str, ...]] = {
+    "max_tokens": ("max_tokens", "max_completion_tokens", "n_predict"),
+}
+
+
+def apply_sampling_defaults(
+    payload: dict[str, Any], model: ModelView, *, explicit: Iterable[str] = ()
+) -> bool:
+    """Fill the model's sampling defaults (its RunnerSettings.sampling) into an OpenAI-style
+    generation request (chat/completions or completions) wherever the request leaves them unset
+    (absent or null). `explicit` names fields the client did set although the body lacks them
+    (Ollama's `num_predict: -1`). True when the payload changed."""
+    explicit = set(explicit)
+    changed = False
+    for name, value in model.sampling.items():
+        if name not in SAMPLING_PARAMS or value is None:
+            continue
+        fields = SAMPLING_FIELDS.get(name, (name,))
+        if any(payload.get(field) is not None or field in explicit for field in fields):
+            continue
+        if name == "repeat_last_n" and value < 0:
+            value = _context_size(model)  # llama.cpp's "-1 = the context", which requests cannot say
+            if value is None:
+                continue
+        payload[fields[0]] = value
+        changed = True
+    return changed
+
+
+def _context_size(model: ModelView) -> int | None:
+    ctx_size = model.parameters.get("ctx_size")
+    return int(ctx_size) if ctx_size else model.context_length
 
 
 async def acquire_runner(

@@ -36,7 +36,7 @@ RUNNER_STATE = Gauge(
 QUEUE_DEPTH = Gauge("llamaproxy_queue_depth", "Requests waiting for a runner", ["model"], registry=registry)
 IN_FLIGHT = Gauge("llamaproxy_in_flight", "Requests being answered", ["model"], registry=registry)
 
-STATES = ("stopped", "starting", "ready", "stopping", "failed")
+STATES = ("stopped", "starting", "ready", "draining", "stopping", "failed")  # the scheduler's
 
 
 def observe(ctx: RelayContext) -> None:

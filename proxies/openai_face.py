@@ -20,6 +20,7 @@ from proxies.catalog_view import catalog_view
 from proxies.gateway import (
     FaceError,
     acquire_runner,
+    apply_sampling_defaults,
     authorize,
     finalizer,
     new_context,
@@ -86,19 +87,27 @@ def parse_body(request: HttpRequest, schema: type[BaseModel]) -> tuple[dict[str,
 
 
 async def relay_json_endpoint(
-    request: HttpRequest, endpoint: str, upstream_path: str, schema: type[BaseModel]
+    request: HttpRequest,
+    endpoint: str,
+    upstream_path: str,
+    schema: type[BaseModel],
+    *,
+    generation: bool = False,
 ) -> HttpResponse:
+    """Relay one JSON request; `generation` requests get the model's sampling defaults.
+    The client's bytes go upstream unchanged unless a field had to be filled in."""
     ctx = new_context(request, endpoint)
     try:
         key = await authorize(request, ctx)
         payload, parsed = parse_body(request, schema)
         ctx.stream = bool(getattr(parsed, "stream", False))
         model = await resolve_model(parsed.model, key)
-        body = request.body
+        changed = generation and apply_sampling_defaults(payload, model)
         if parsed.model != model.name:
             # llama-server echoes `model` back; clients expect the name they asked for, or the default's name.
             payload["model"] = parsed.model or model.name
-            body = json.dumps(payload).encode()
+            changed = True
+        body = json.dumps(payload).encode() if changed else request.body
         lease = await acquire_runner(model, ctx)
     except FaceError as exc:
         record_failure(ctx, exc)
@@ -123,13 +132,15 @@ async def send_to_runner(
 @api.post("/v1/chat/completions", include_in_schema=False)
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     return await relay_json_endpoint(
-        request, "chat/completions", "/v1/chat/completions", ChatCompletionRequest
+        request, "chat/completions", "/v1/chat/completions", ChatCompletionRequest, generation=True
     )
 
 
 @api.post("/v1/completions", include_in_schema=False)
 async def completions(request: HttpRequest) -> HttpResponse:
-    return await relay_json_endpoint(request, "completions", "/v1/completions", CompletionRequest)
+    return await relay_json_endpoint(
+        request, "completions", "/v1/completions", CompletionRequest, generation=True
+    )
 
 
 @api.post("/v1/embeddings", include_in_schema=False)

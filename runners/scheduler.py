@@ -36,6 +36,7 @@ from llamaproxy.runtime import Limits as RuntimeLimits
 from runners import eviction
 from runners.errors import (
     ModelDisabled,
+    ModelFileUnavailable,
     ModelNotFound,
     ModelUnavailable,
     QueueFull,
@@ -296,7 +297,7 @@ class Scheduler:
                 self._spawn(self._stop(actor, entry))
 
     def _preload_names(self) -> list[str]:
-        names = [e.name for e in self.catalog.entries.values() if e.preload and e.enabled]
+        names = [e.name for e in self.catalog.entries.values() if e.preload and e.usable]
         for requested in self.preload:
             entry = self.catalog.resolve(requested)
             if entry is None:
@@ -456,8 +457,11 @@ class Scheduler:
             entry = self.catalog.resolve(requested)
         if entry is None:
             raise ModelNotFound(requested)
-        if not entry.enabled and not allow_disabled:
-            raise ModelDisabled(entry.name)
+        if not allow_disabled:
+            if not entry.enabled:
+                raise ModelDisabled(entry.name)
+            if entry.state != "available":
+                raise ModelFileUnavailable(entry.name, entry.state, entry.error)
         return entry
 
     def _actor(self, name: str) -> Actor:

@@ -16,6 +16,8 @@ class CatalogEntry:
     name: str
     kind: str = "llm"
     enabled: bool = True
+    state: str = "available"  # the file's: available, missing or error
+    error: str = ""
     path: str = ""
     context_length: int | None = None
     size_bytes: int = 0
@@ -31,6 +33,11 @@ class CatalogEntry:
     architecture: str = ""
     quantization: str = ""
     shape: ModelShape | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Enabled and its file is there to start."""
+        return self.enabled and self.state == "available"
 
     def memory_for(self, overrides: dict[str, Any] | None = None) -> int:
         """The estimate at these request-level runner parameters (a bigger context needs more)."""
@@ -70,7 +77,9 @@ def load_catalog() -> Catalog:
             id=model.pk,
             name=model.name,
             kind=model.kind,
-            enabled=model.enabled and model.state != "missing",
+            enabled=model.enabled,
+            state=model.state,
+            error=model.error,
             path=model.path,
             context_length=model.context_length,
             size_bytes=model.size_bytes,

@@ -11,6 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/manage/", manage_api.urls),
     path("api/playground/v1/chat/completions", views.playground_chat, name="playground-chat"),
+    re_path(r"^api/playground/v1/audio/(?P<task>transcriptions|translations)$", views.playground_audio),
     path("health", views.health, name="health"),
     # The admin's CSS/JS, found in the installed apps (a local service has no separate web server).
     re_path(r"^static/(?P<path>.+)$", serve_static, {"insecure": True}),

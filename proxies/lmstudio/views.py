@@ -20,6 +20,7 @@ from proxies.catalog_view import ModelView, catalog_view
 from proxies.gateway import (
     FaceError,
     acquire_runner,
+    apply_sampling_defaults,
     authorize,
     finalizer,
     new_context,
@@ -230,6 +231,7 @@ async def generation(
     except FaceError as exc:
         record_failure(ctx, exc)
         return face_error_response(exc)
+    apply_sampling_defaults(payload, model)
     finish = finalizer(lease)
     try:
         upstream = await open_upstream(

@@ -197,6 +197,22 @@ def split_options(options: dict[str, Any] | None) -> Options:
     return result
 
 
+def requested_sampling_fields(options: dict[str, Any] | None) -> set[str]:
+    """The request fields the client's `options` decide, even where the body carries none (a
+    `num_predict` of -1 or -2 leaves `max_tokens` out): the model's defaults must not fill them."""
+    fields: set[str] = set()
+    for name, value in (options or {}).items():
+        if value is None:
+            continue
+        if name in SAMPLING_OPTIONS:
+            fields.add(SAMPLING_OPTIONS[name][0])
+        elif name == "num_predict":
+            fields.add("max_tokens")
+        elif name in LLAMA_SERVER_OPTIONS or name == "stop":
+            fields.add(name)
+    return fields
+
+
 def _typed(name: str, value: Any, kind: type) -> Any:
     if kind is bool:
         if isinstance(value, bool):

@@ -24,6 +24,7 @@ from proxies.catalog_view import ModelView, catalog_view
 from proxies.gateway import (
     FaceError,
     acquire_runner,
+    apply_sampling_defaults,
     authorize,
     finalizer,
     new_context,
@@ -209,6 +210,7 @@ async def generate_like(request: HttpRequest, kind: Kind) -> HttpResponse:
         if _is_load_request(parsed, kind):
             return await load_or_unload(model, ctx, parsed.model_name, kind, plan)
         plan.body["model"] = model.name
+        apply_sampling_defaults(plan.body, model, explicit=t.requested_sampling_fields(parsed.options))
         lease = await acquire_runner(model, ctx, ttl=plan.ttl, runner_params=plan.runner_params or None)
     except t.TranslationError as exc:
         return _refuse(ctx, FaceError(400, str(exc)))

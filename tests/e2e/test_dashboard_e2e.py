@@ -140,3 +140,55 @@ def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Pag
     expect(page.locator("[data-test=limits]")).to_be_visible()
     expect(page.locator("[data-test=folder-list]")).to_contain_text(str(stack.models_dir))
     shot(page, "09-settings")
+
+
+def test_the_playground_transcribes_an_uploaded_wav_with_a_whisper_model(
+    make_stack, browser_page: Page, tmp_path
+) -> None:
+    """The audio box: a real whisper-server (random weights, so no words are asserted), the text and
+    segments of verbose_json, a bad language shown inline, usage rows with face playground."""
+    from models_catalog.tiny_whisper import write_tiny_whisper_model
+    from runners.provisioning import installed_binary
+    from tests.integration.test_audio import WHISPER, tone_wav, wait_for_rows
+
+    whisper_server = installed_binary("whisper-server")
+    if whisper_server is None:
+        pytest.fail("whisper-server is not installed: run `python manage.py install_llama_server --whisper`")
+
+    def setup(stack) -> None:
+        write_tiny_whisper_model(stack.models_dir / f"{WHISPER}.bin", seed=3)
+        stack.manage("migrate", "--noinput")
+        stack.manage("scan_models")
+        stack.manage(
+            "shell",
+            "-c",
+            f"from django.contrib.auth.models import User; User.objects.create_superuser('{USER}','a@b.c','{PASSWORD}')",
+        )
+
+    stack = make_stack(setup=setup, LLAMAPROXY_WHISPER_SERVER=str(whisper_server))
+    page = browser_page
+    page.goto(stack.url("dashboard") + "/playground")
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("[data-test=audio-model]")).to_have_value(WHISPER)
+    wav = tmp_path / "tone.wav"
+    wav.write_bytes(tone_wav(1.5))
+    page.set_input_files("[data-test=audio-file]", str(wav))
+    page.select_option("[data-test=audio-format]", "verbose_json")
+    page.click("[data-test=audio-transcribe]")
+    result = page.locator("[data-test=audio-result]")
+    expect(result).to_contain_text("1.50 s of audio", timeout=60000)
+    expect(page.locator("[data-test=audio-error]")).to_have_count(0)
+    shot(page, "10-playground-audio")
+
+    page.fill("[data-test=audio-language]", "klingon")
+    page.click("[data-test=audio-translate]")
+    expect(page.locator("[data-test=audio-error]")).to_contain_text(
+        "language 'klingon' is not one whisper knows"
+    )
+    expect(result).to_have_count(0)
+
+    # Usage rows are written after the answer: wait for the one of the transcription.
+    rows = wait_for_rows(stack, lambda r: r["status"] == 200, endpoint="audio/transcriptions")
+    assert [(r["face"], r["model"]) for r in rows] == [("playground", WHISPER)]

@@ -290,6 +290,16 @@ def test_configs_can_be_imported_and_a_bad_one_changes_nothing(api: Client, libr
     assert post(api, "import", {"configs": [good], "dry": True}).json()["error"]["field"] == "dry"
 
 
+def test_an_import_answers_which_limits_it_changed(api: Client, library: dict[str, Path]) -> None:
+    config = {"max_loaded_models": 3, "models": {"Tiny": {"model_path": str(library["tiny"])}}}
+
+    response = post(api, "import", {"configs": [config]})
+
+    assert response.status_code == 200, response.content
+    assert response.json()["settings_changed"] == {"max_loaded_models": 3}
+    assert post(api, "import", {"configs": [config]}).json()["settings_changed"] == {}
+
+
 def test_backups_can_be_made_listed_downloaded_and_restored(api: Client, library: dict[str, Path]) -> None:
     created = post(api, "backups")
     assert created.status_code == 201

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -209,6 +210,23 @@ def test_an_import_that_sets_limits_tells_the_scheduler_once_it_commits_and_a_re
     with django_capture_on_commit_callbacks(execute=True):
         call_command("import_config", *files)
     assert len(quiet_events) == 1  # the same values again: no news
+
+
+def test_the_command_prints_which_limits_changed_and_a_repeat_prints_none(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    scan_models()
+    files = seed_files(tmp_path, models_dir)
+    out = io.StringIO()
+
+    call_command("import_config", *files, stdout=out)
+
+    assert "limit changed: max_loaded_models = 2" in out.getvalue()
+    assert "limit changed: default_model = tiny-chat" in out.getvalue()
+    out = io.StringIO()
+    call_command("import_config", *files, stdout=out)
+    assert "limit changed" not in out.getvalue()
+    assert "0 limits changed" in out.getvalue()
 
 
 def test_a_model_outside_the_folders_is_imported_with_its_metadata_or_as_missing(

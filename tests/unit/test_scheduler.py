@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from llamaproxy.runtime import Limits
-from runners.errors import ModelDisabled, ModelNotFound, ModelUnavailable, QueueTimeout
+from runners.errors import (
+    ModelDisabled,
+    ModelFileUnavailable,
+    ModelNotFound,
+    ModelUnavailable,
+    QueueTimeout,
+)
 from runners.scheduler import Recorded, Scheduler, Started, StartFailed
 from runners.snapshot import Catalog, CatalogEntry
 
@@ -147,6 +153,26 @@ async def test_names_resolve_by_alias_and_latest_tag_and_unknown_or_disabled_are
         await scheduler.acquire("nope")
     with pytest.raises(ModelDisabled):
         await scheduler.acquire("b")
+
+
+async def test_a_model_whose_file_is_missing_or_unreadable_is_a_503_saying_so_not_disabled(timers) -> None:
+    scheduler, effects = make(
+        [entry("gone", state="missing"), entry("bad", state="error", error="not a GGUF file")], timers
+    )
+    with pytest.raises(ModelFileUnavailable, match="'gone' is not available: its file is missing") as missing:
+        await scheduler.load("gone")
+    assert missing.value.status == 503 and missing.value.code == "model_unavailable"
+    with pytest.raises(ModelFileUnavailable, match="its file could not be read: not a GGUF file"):
+        await scheduler.acquire("bad")
+    assert effects.started == []
+    assert await scheduler.unload("gone") is False  # unloading stays possible
+
+
+async def test_preload_skips_a_model_whose_file_is_missing(timers) -> None:
+    scheduler, effects = make([entry("a", preload=True, state="missing"), entry("b", preload=True)], timers)
+    await scheduler.ensure_started()
+    await settle()
+    assert effects.started == ["b"]
 
 
 async def test_with_one_slot_b_waits_for_as_request_to_finish_then_only_b_runs(timers) -> None:

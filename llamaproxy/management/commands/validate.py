@@ -16,7 +16,7 @@ from llamaproxy.supervisor import busy_ports, face_urls
 
 
 class Command(BaseCommand):
-    help = "Check the llama-server binary, model folders, ports, Redis and the worker."
+    help = "Check the llama-server and whisper-server binaries, model folders, ports, Redis and the worker."
     requires_system_checks: list[str] = []
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -27,6 +27,7 @@ class Command(BaseCommand):
             ok = message.level < ERROR
             self.report(ok, message.msg + (f" {message.hint}" if message.hint else ""), warn=ok)
         self.report_binary()
+        self.report_whisper_server()
         self.report_models()
         running = self.report_ports()
         self.report_redis()
@@ -53,11 +54,52 @@ class Command(BaseCommand):
         if binary is not None:
             self.report(True, f"llama-server {binary_version(binary)} at {binary}")
 
+    def report_whisper_server(self) -> None:
+        """Only speech-to-text needs whisper-server: its absence is a warning, never a failure."""
+        from runners.provisioning import (
+            WHISPER_SERVER,
+            ProvisioningError,
+            binary_version,
+            configured_setting,
+            installed_binary,
+        )
+
+        binary = installed_binary(WHISPER_SERVER)
+        if binary is None:
+            configured = configured_setting(WHISPER_SERVER)
+            problem = (
+                f"LLAMAPROXY_WHISPER_SERVER ({configured}) is not an executable file"
+                if configured
+                else "not installed"
+            )
+            self.report(
+                True,
+                f"whisper-server {problem}: whisper (speech-to-text) models cannot run. "
+                "Run `python manage.py install_llama_server --whisper`, or set LLAMAPROXY_WHISPER_SERVER.",
+                warn=True,
+            )
+            return
+        try:
+            self.report(True, f"whisper-server {binary_version(binary)} at {binary}")
+        except ProvisioningError as exc:
+            self.report(True, f"whisper-server at {binary} does not run: {exc}", warn=True)
+
     def report_models(self) -> None:
+        """What a scan would find in each folder, counted by the scan's own rules."""
+        from models_catalog.model_files import find_model_files
+
         for folder in settings.LLAMAPROXY_MODELS_DIRS:
-            if folder.is_dir():
-                count = sum(1 for _ in folder.rglob("*.gguf"))
-                self.report(True, f"model folder {folder}: {count} GGUF file(s)")
+            if not folder.is_dir():
+                continue  # the system checks warn about it
+            contents = find_model_files(folder)
+            whisper = sum(1 for group in contents.models if not group.path.lower().endswith(".gguf"))
+            gguf = len(contents.models) - whisper
+            found = f"{gguf} GGUF model(s), {whisper} whisper model(s)"
+            if contents.projectors:
+                found += f", {len(contents.projectors)} mmproj file(s)"
+            self.report(True, f"model folder {folder}: {found}")
+            for error in contents.errors:
+                self.report(True, f"model folder {folder}: cannot read {error}", warn=True)
 
     def report_ports(self) -> bool:
         """True when llamaproxy itself is already serving (its ports are then busy, rightly)."""

@@ -35,9 +35,13 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {label}: {name}")
         for folder in result.folders_added:
             self.stdout.write(f"  folder added: {folder}")
+        for name, value in result.settings_changed.items():
+            shown = "unset (the environment's value)" if value is None else value
+            self.stdout.write(f"  limit changed: {name} = {shown}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported: {len(result.created)} created, {len(result.updated)} updated, "
-                f"{len(result.unchanged)} unchanged (backup before import: {result.backup})."
+                f"{len(result.unchanged)} unchanged, {len(result.settings_changed)} limits changed "
+                f"(backup before import: {result.backup})."
             )
         )
