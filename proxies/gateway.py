@@ -102,7 +102,7 @@ def apply_sampling_defaults(
         if any(payload.get(field) is not None or field in explicit for field in fields):
             continue
         if name == "repeat_last_n" and value < 0:
-            value = _context_size(model)  # llama.cpp's "-1 = the context", which requests cannot say
+            value = context_size(model)  # llama.cpp's "-1 = the context", which requests cannot say
             if value is None:
                 continue
         payload[fields[0]] = value
@@ -110,7 +110,8 @@ def apply_sampling_defaults(
     return changed
 
 
-def _context_size(model: ModelView) -> int | None:
+def context_size(model: ModelView) -> int | None:
+    """The context the model's runner runs with (its ctx_size setting, else the model's own)."""
     ctx_size = model.parameters.get("ctx_size")
     return int(ctx_size) if ctx_size else model.context_length
 

@@ -26,6 +26,7 @@ from proxies.gateway import (
     acquire_runner,
     apply_sampling_defaults,
     authorize,
+    context_size,
     finalizer,
     new_context,
     record,
@@ -211,6 +212,10 @@ async def generate_like(request: HttpRequest, kind: Kind) -> HttpResponse:
             return await load_or_unload(model, ctx, parsed.model_name, kind, plan)
         plan.body["model"] = model.name
         apply_sampling_defaults(plan.body, model, explicit=t.requested_sampling_fields(parsed.options))
+        if isinstance(plan.body.get("repeat_last_n"), int) and plan.body["repeat_last_n"] < 0:
+            # Ollama's "-1 = the whole context"; llama-server's request field takes no -1.
+            ctx_size = (plan.runner_params or {}).get("ctx_size") or context_size(model)
+            plan.body["repeat_last_n"] = ctx_size or 64
         lease = await acquire_runner(model, ctx, ttl=plan.ttl, runner_params=plan.runner_params or None)
     except t.TranslationError as exc:
         return _refuse(ctx, FaceError(400, str(exc)))

@@ -330,3 +330,8 @@ def test_num_ctx_restarts_the_runner_only_when_it_differs(client: ollama.Client,
     assert second["pid"] != first["pid"]
     loaded = {m.model: m for m in client.ps().models}
     assert loaded["tiny-chat:latest"].context_length == 2048
+
+
+def test_repeat_last_n_of_minus_one_means_the_whole_context(client: ollama.Client) -> None:
+    answer = client.generate(model="tiny-chat", prompt="hi", options={**FIXED, "repeat_last_n": -1})
+    assert answer.done and answer.eval_count == FIXED["num_predict"]
