@@ -31,7 +31,7 @@ from llamaproxy.runtime import LIMIT_FIELDS, LimitError, clean_limit, publish_se
 from models_catalog.discovery import configured_folder_paths
 from models_catalog.errors import CatalogError
 from models_catalog.events import catalog_changed
-from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
+from models_catalog.models import HEADER_FIELDS, CatalogModel, ModelAlias, ModelFolder, RunnerSettings
 from models_catalog.settings_validation import SETTINGS_FIELDS, validate_settings_changes
 
 FORMAT = "llamaproxy-catalog"
@@ -48,25 +48,7 @@ FILE_FIELDS = (
     "split_count",
     "digest",
     "digest_mtime",
-    "architecture",
-    "display_name",
-    "size_label",
-    "parameter_count",
-    "file_type",
-    "quantization",
-    "context_length",
-    "embedding_length",
-    "block_count",
-    "head_count",
-    "head_count_kv",
-    "chat_template",
-    "metadata",
-    "cap_completion",
-    "cap_tools",
-    "cap_vision",
-    "cap_embedding",
-    "cap_thinking",
-    "mmproj_path",
+    *HEADER_FIELDS,
 )
 
 

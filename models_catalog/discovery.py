@@ -30,32 +30,14 @@ from models_catalog.model_files import (
     pair_projector,
     split_parts,
 )
-from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
+from models_catalog.models import HEADER_FIELDS, CatalogModel, ModelAlias, ModelFolder, RunnerSettings
 
 log = logging.getLogger(__name__)
 
 # Fields a scan derives from the file; everything else on an entry belongs to people.
 FILE_FIELDS = (
     "kind",
-    "architecture",
-    "display_name",
-    "size_label",
-    "parameter_count",
-    "file_type",
-    "quantization",
-    "context_length",
-    "embedding_length",
-    "block_count",
-    "head_count",
-    "head_count_kv",
-    "chat_template",
-    "metadata",
-    "cap_completion",
-    "cap_tools",
-    "cap_vision",
-    "cap_embedding",
-    "cap_thinking",
-    "mmproj_path",
+    *HEADER_FIELDS,
     "split_count",
     "size_bytes",
     "mtime",

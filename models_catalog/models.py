@@ -7,6 +7,29 @@ from django.db import models
 
 from models_catalog.parameters import validate_parameters, validate_sampling
 
+# What a model's file header says about it (read by discovery, carried by backups).
+HEADER_FIELDS = (
+    "architecture",
+    "display_name",
+    "size_label",
+    "parameter_count",
+    "file_type",
+    "quantization",
+    "context_length",
+    "embedding_length",
+    "block_count",
+    "head_count",
+    "head_count_kv",
+    "chat_template",
+    "metadata",
+    "cap_completion",
+    "cap_tools",
+    "cap_vision",
+    "cap_embedding",
+    "cap_thinking",
+    "mmproj_path",
+)
+
 
 class ModelFolder(models.Model):
     path = models.CharField(max_length=1024, unique=True)
