@@ -156,3 +156,36 @@ async def test_a_server_that_closes_without_answering_a_fresh_connection_is_an_e
     async with server:
         with pytest.raises(httpx.RemoteProtocolError):
             await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/x"))
+
+
+async def test_chunks_that_arrive_together_are_passed_on_together_byte_for_byte() -> None:
+    frames = [b"data: %d\n\n" % index for index in range(3)]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(frame), frame) for frame in frames)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n")
+        await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        response = await transport.handle_async_request(httpx.Request("GET", base + "/s"))
+        chunks = [chunk async for chunk in response.aiter_raw()]
+        await transport.aclose()
+    assert b"".join(chunks) == b"".join(frames)
+    assert len(chunks) == 1
+
+
+async def test_a_connection_closed_mid_body_is_an_error_not_a_hang() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, base = await serve(handler)
+    async with server:
+        response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/s"))
+        with pytest.raises(httpx.RemoteProtocolError):
+            await asyncio.wait_for(response.aread(), 5)
