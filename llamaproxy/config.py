@@ -73,6 +73,7 @@ class Config:
     default_model: str | None = None
     database: Path | None = None
     backup_keep: int = 20
+    build_backend: str = "auto"
 
     def enabled_faces(self) -> dict[str, int]:
         return {face: port for face, port in self.ports.items() if port}
@@ -127,6 +128,16 @@ def _parse_int(text: str, minimum: int, maximum: int | None = None) -> int:
             else f"{value} must be at least {minimum}"
         )
     return value
+
+
+BUILD_BACKENDS = ("auto", "cpu", "cuda")
+
+
+def _parse_backend(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in BUILD_BACKENDS:
+        raise ValueError(f"{text!r} is not a build backend (use {', '.join(BUILD_BACKENDS)})")
+    return lowered
 
 
 def _path_list(text: str, base: Path) -> list[Path]:
@@ -220,4 +231,5 @@ def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
         default_model=get("LLAMAPROXY_DEFAULT_MODEL"),
         database=_resolve(get("LLAMAPROXY_DATABASE") or "", base_dir) if get("LLAMAPROXY_DATABASE") else None,
         backup_keep=parse("LLAMAPROXY_BACKUP_KEEP", lambda t: _parse_int(t, 1), "20"),
+        build_backend=parse("LLAMAPROXY_BUILD_BACKEND", _parse_backend, "auto"),
     )

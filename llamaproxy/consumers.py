@@ -142,6 +142,7 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
     # Each event type the status group carries is forwarded unchanged.
     runner_state = forward
     runner_progress = forward
+    runner_memory = forward
     request_done = forward
     log_line = forward
     catalog_changed = forward

@@ -162,6 +162,7 @@ LLAMAPROXY_MODELS_DIRS: list[Path] = CONFIG.models_dirs
 LLAMAPROXY_LLAMA_SERVER: Path | None = CONFIG.llama_server
 LLAMAPROXY_WHISPER_SERVER: Path | None = CONFIG.whisper_server
 LLAMAPROXY_BUILD_CACHE: Path = CONFIG.build_cache
+LLAMAPROXY_BUILD_BACKEND: str = CONFIG.build_backend
 LLAMAPROXY_MAX_LOADED_MODELS: int = CONFIG.max_loaded_models
 LLAMAPROXY_MEMORY_BUDGET: int | None = CONFIG.memory_budget
 LLAMAPROXY_DEFAULT_TTL: int = CONFIG.default_ttl

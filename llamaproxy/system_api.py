@@ -18,57 +18,19 @@ from django.db.models import Count, Sum
 from django.http import HttpRequest
 from ninja import Router
 
+from llamaproxy import gpu
 from llamaproxy.health import collect_health
 
 router = Router(tags=["system"])
 
 GATEWAY_STARTED = time.time()
-GPU_QUERY = "index,name,memory.total,memory.used,utilization.gpu,temperature.gpu"
 psutil.cpu_percent(interval=None)  # the first reading is meaningless; prime it at import
 
 
 async def gpus() -> list[dict[str, Any]] | None:
     """One entry per NVIDIA GPU, or None where nvidia-smi is absent or does not answer."""
-    binary = shutil.which("nvidia-smi")
-    if binary is None:
-        return None
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            binary,
-            f"--query-gpu={GPU_QUERY}",
-            "--format=csv,noheader,nounits",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 5)
-    except (OSError, TimeoutError):
-        return None
-    if proc.returncode != 0:
-        return None
-    found = []
-    for line in out.decode(errors="replace").splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 6:
-            continue
-
-        def number(text: str) -> float | None:
-            try:
-                return float(text)
-            except ValueError:
-                return None
-
-        total, used = number(parts[2]), number(parts[3])
-        found.append(
-            {
-                "index": int(number(parts[0]) or 0),
-                "name": parts[1],
-                "memory_total": int(total * 1024**2) if total is not None else None,
-                "memory_used": int(used * 1024**2) if used is not None else None,
-                "utilization": number(parts[4]),
-                "temperature": number(parts[5]),
-            }
-        )
-    return found
+    found = await asyncio.to_thread(gpu.gpus)
+    return None if found is None else [entry.as_dict() for entry in found]
 
 
 def host_state() -> dict[str, Any]:

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, close_old_connections
 from django.utils import timezone
 
+from llamaproxy import gpu
 from llamaproxy.events import SCHEDULER_GROUP, STATUS_GROUP, publish_sync
 from llamaproxy.supervisor import node_queue
 from runners import process
@@ -219,6 +220,7 @@ def _start(
         parameters=overrides,
         ttl_seconds=ttl_seconds if ttl_seconds is None or ttl_seconds >= 0 else None,
         memory_estimate=memory_estimate,
+        vram_bytes=None,
         failure_reason="",
         log_excerpt="",
     )
@@ -261,6 +263,9 @@ def _start(
                 return RunnerState.STOPPED
             _probe_failures.pop(runner.pk, None)
             _publish_state(runner.pk)
+            if gpu.nvidia_smi() is not None:
+                # Off the start's path: nvidia-smi takes tens of milliseconds.
+                threading.Thread(target=_measure_vram, args=(runner.pk,), daemon=True).start()
             return RunnerState.READY
         _terminate(proc.pid, started)
         if outcome == "cancelled":
@@ -415,6 +420,8 @@ def health_sweep() -> int:
         if runner.pid:
             _terminate(runner.pid, runner.pid_started, grace=1.0)
         marked += _mark_failed(runner, reason)
+    if gpu.nvidia_smi() is not None:
+        _record_vram(list(Runner.objects.select_related("model").filter(node=node, state=RunnerState.READY)))
     with _lock:
         starting_here = set(_starts)
     # A row left "starting" or "stopping" by a worker that died has no start loop behind it.
@@ -429,6 +436,40 @@ def health_sweep() -> int:
         ):
             _publish_state(runner.pk)
     return marked
+
+
+def _measure_vram(runner_id: int) -> None:
+    try:
+        _record_vram(
+            list(Runner.objects.select_related("model").filter(pk=runner_id, state=RunnerState.READY))
+        )
+    except Exception:  # a measurement must never take a runner down
+        log.exception("could not read the GPU memory of runner %s", runner_id)
+    finally:
+        close_old_connections()
+
+
+def _record_vram(runners: list[Runner]) -> None:
+    """Store and announce the GPU memory each ready runner holds, where it changed (Ollama's size_vram)."""
+    if not runners:
+        return
+    used = gpu.process_memory()
+    if used is None:
+        return
+    for runner in runners:
+        vram = used.get(runner.pid or 0, 0)
+        if vram == (runner.vram_bytes or 0) and runner.vram_bytes is not None:
+            continue
+        if Runner.objects.filter(pk=runner.pk, attempt=runner.attempt, state=RunnerState.READY).update(
+            vram_bytes=vram
+        ):
+            event = {
+                "type": "runner.memory",
+                "model": runner.model.name,
+                "attempt": runner.attempt,
+                "vram_bytes": vram,
+            }
+            publish_sync(event, (SCHEDULER_GROUP, STATUS_GROUP))
 
 
 def _sweep_problem(runner: Runner) -> str | None:

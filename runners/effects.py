@@ -70,6 +70,7 @@ def _recorded() -> list[Recorded]:
             parameters=dict(row.parameters or {}),
             started_at=row.started_at.timestamp() if row.started_at else None,
             ready_at=row.ready_at.timestamp() if row.ready_at else None,
+            vram_bytes=row.vram_bytes or 0,
         )
         for row in rows
     ]

@@ -34,6 +34,9 @@ class Runner(models.Model):
         null=True, blank=True, help_text="Idle TTL in force (request-level override)"
     )
     memory_estimate = models.BigIntegerField(null=True, blank=True)
+    vram_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="GPU memory the process holds, as nvidia-smi reports it"
+    )
     # Which start this row describes: events and the gateway's safety poll match on it.
     attempt = models.CharField(max_length=32, blank=True, default="")
     parameters = models.JSONField(

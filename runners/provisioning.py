@@ -4,16 +4,23 @@ Both are built from the C++ sources that pinned PyPI sdists carry (llama.cpp in 
 whisper.cpp in `pywhispercpp`), with `-DGGML_NATIVE=ON`: fast on this CPU, and liable to crash on
 another one, so every binary is keyed by a hash of the CPU flags and never reused across CPUs.
 
+The backend (LLAMAPROXY_BUILD_BACKEND, `auto` by default) adds GPU offload: where the CUDA
+compiler (`nvcc`) is installed and `nvidia-smi` lists a GPU, the build gets `-DGGML_CUDA=ON` for
+that GPU's compute capability, and its key a `-cuda<caps>` suffix (`…-3f2a9c1b0d4e-cuda90`), so a
+CPU build and a CUDA build never stand in for each other.
+
 Layout (`<cache>` is LLAMAPROXY_BUILD_CACHE, which survives fresh clones; `<home>` LLAMAPROXY_HOME):
 
     <cache>/.lock                                  flock: one build at a time, across processes
     <cache>/sources/<sdist>.tar.gz                 pip download, kept (pinned versions)
     <cache>/src/<package>-<version>/               extracted sdist
-    <cache>/build/<kind>-<cpukey>/                 cmake build dir (scratch, removed after success)
-    <cache>/build/<kind>-<cpukey>.log              full log of the last build
-    <cache>/bin/<kind>-<version>-<cpukey>/<kind>   the result, shared by every clone
+    <cache>/build/<kind>-<key>/                    cmake build dir (scratch, removed after success)
+    <cache>/build/<kind>-<key>.log                 full log of the last build
+    <cache>/bin/<kind>-<version>-<key>/<kind>      the result, shared by every clone
     <cache>/whisper-test-assets/                   for-tests-ggml-tiny.en.bin from the whisper sdist
-    <home>/bin/<kind>-<version>-<cpukey>/<kind>    the copy this data dir runs
+    <home>/bin/<kind>-<version>-<key>/<kind>       the copy this data dir runs
+
+`<key>` is the CPU key, plus the backend's suffix for a GPU build.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from pathlib import Path
 from typing import IO
 
 from django.conf import settings
+
+from llamaproxy import gpu
 
 Progress = Callable[[str], None]
 
@@ -165,10 +174,89 @@ def cpu_key() -> str:
     return _cpu_key
 
 
+# --- the backend: CPU only, or CUDA ---------------------------------------------------------
+
+BACKEND_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # "cpu" or "cuda"
+    cmake_flags: tuple[str, ...] = ()
+    key_suffix: str = ""  # appended to the CPU key: "" or "-cuda90"
+    note: str = ""  # why this backend, for the install command's output
+
+
+def find_nvcc() -> str | None:
+    """The CUDA compiler: on PATH, under $CUDA_HOME or $CUDA_PATH, or in /usr/local/cuda."""
+    if found := shutil.which("nvcc"):
+        return found
+    roots = [os.environ.get("CUDA_HOME", ""), os.environ.get("CUDA_PATH", ""), "/usr/local/cuda"]
+    for root in filter(None, roots):
+        candidate = Path(root) / "bin" / "nvcc"
+        if _is_executable(candidate):
+            return str(candidate)
+    return None
+
+
+def cuda_architectures(caps: list[str]) -> list[str]:
+    """`["9.0", "8.6", "9.0"]` → `["86", "90"]`: CMAKE_CUDA_ARCHITECTURES for the GPUs present."""
+    return sorted({cap.replace(".", "") for cap in caps if re.fullmatch(r"\d+\.\d+", cap)})
+
+
+def select_backend(requested: str, nvcc: str | None, caps: list[str] | None) -> Backend:
+    """Pure choice of the backend. caps: the GPUs' compute capabilities (None: no nvidia-smi)."""
+    if requested not in BACKEND_CHOICES:
+        raise ProvisioningError(
+            f"LLAMAPROXY_BUILD_BACKEND={requested!r} is not one of {', '.join(BACKEND_CHOICES)}"
+        )
+    if requested == "cpu":
+        return Backend("cpu", note="CPU only (LLAMAPROXY_BUILD_BACKEND=cpu)")
+    architectures = cuda_architectures(caps or [])
+    if nvcc is None or not architectures:
+        if requested == "cuda":
+            missing = "the CUDA compiler nvcc was not found" if nvcc is None else "nvidia-smi lists no GPU"
+            raise ProvisioningError(f"LLAMAPROXY_BUILD_BACKEND=cuda, but {missing}")
+        reason = "no NVIDIA GPU" if not architectures else "no CUDA compiler (nvcc) for the NVIDIA GPU"
+        return Backend("cpu", note=f"CPU only ({reason}; LLAMAPROXY_BUILD_BACKEND=cuda to insist)")
+    return Backend(
+        "cuda",
+        cmake_flags=(
+            "-DGGML_CUDA=ON",
+            f"-DCMAKE_CUDA_COMPILER={nvcc}",
+            f"-DCMAKE_CUDA_ARCHITECTURES={';'.join(architectures)}",
+        ),
+        key_suffix=f"-cuda{'_'.join(architectures)}",
+        note=f"CUDA for compute capability {', '.join(architectures)} ({nvcc})",
+    )
+
+
+_backends: dict[str, Backend] = {}
+_backend_lock = threading.Lock()
+
+
+def current_backend() -> Backend:
+    """The backend of this machine and setting, found once per process (and setting value).
+
+    nvidia-smi runs only where nvcc is installed (or CUDA is asked for): a machine without the
+    CUDA toolkit pays one PATH lookup.
+    """
+    requested = str(getattr(settings, "LLAMAPROXY_BUILD_BACKEND", "auto") or "auto")
+    with _backend_lock:
+        if requested not in _backends:
+            nvcc = find_nvcc() if requested != "cpu" else None
+            caps = None
+            if requested == "cuda" or (requested == "auto" and nvcc is not None):
+                found = gpu.gpus()
+                caps = [entry.compute_cap for entry in found] if found else None
+            _backends[requested] = select_backend(requested, nvcc, caps)
+        return _backends[requested]
+
+
 def build_key(kind: str, key: str | None = None) -> str:
-    """`<kind>-<version>-<cpukey>`: the folder name of a binary in the cache and in the data dir."""
+    """`<kind>-<version>-<cpukey>[-cuda<caps>]`: a binary's folder in the cache and the data dir."""
     spec = spec_for(kind)
-    return f"{kind}-{spec.version}-{key or cpu_key()}"
+    return f"{kind}-{spec.version}-{key or (cpu_key() + current_backend().key_suffix)}"
 
 
 def cache_dir() -> Path:
@@ -184,11 +272,11 @@ def installed_path(kind: str) -> Path:
 
 
 def build_dir_path(kind: str) -> Path:
-    return cache_dir() / "build" / f"{kind}-{cpu_key()}"
+    return cache_dir() / "build" / f"{kind}-{cpu_key()}{current_backend().key_suffix}"
 
 
 def build_log_path(kind: str) -> Path:
-    return cache_dir() / "build" / f"{kind}-{cpu_key()}.log"
+    return cache_dir() / "build" / f"{kind}-{cpu_key()}{current_backend().key_suffix}.log"
 
 
 def whisper_test_assets_dir() -> Path:
@@ -212,13 +300,17 @@ def _is_executable(path: Path) -> bool:
 def installed_binary(kind: str) -> Path | None:
     """The binary to run, without building: configured, installed, or copied from the build cache.
 
-    No subprocess here: start-up and health checks call it.
+    No subprocess here (beyond one nvidia-smi per process where nvcc is installed): start-up and
+    health checks call it.
     """
     configured = configured_setting(kind)
     if configured is not None:
         # A configured path that is not there is "not installed", not a silent fallback to a build.
         return configured if _is_executable(configured) else None
-    target = installed_path(kind)
+    try:
+        target = installed_path(kind)
+    except ProvisioningError:
+        return None  # LLAMAPROXY_BUILD_BACKEND=cuda without CUDA: the install command says why
     if _is_executable(target):
         return target
     cached = cached_path(kind)
@@ -311,8 +403,10 @@ def _build(spec: BuildSpec, report: Progress) -> Path:
         if not (tree / "CMakeLists.txt").is_file():
             raise ProvisioningError(f"{tarball.name} has no CMake project in {spec.tree}/")
         _reset_build_dir(build_dir)
-        report(f"configuring {spec.kind} (cmake, log: {log_path})")
-        _run(["cmake", "-S", str(tree), "-B", str(build_dir), *spec.cmake_flags], log, log_path)
+        backend = current_backend()
+        report(f"configuring {spec.kind} for {backend.note or backend.name} (cmake, log: {log_path})")
+        configure = ["cmake", "-S", str(tree), "-B", str(build_dir), *spec.cmake_flags, *backend.cmake_flags]
+        _run(configure, log, log_path)
         jobs = os.cpu_count() or 1
         report(f"building {spec.kind} with {jobs} jobs (log: {log_path})")
         build = ["cmake", "--build", str(build_dir), "--target", spec.kind, f"-j{jobs}"]
@@ -514,7 +608,7 @@ _versions_lock = threading.Lock()
 
 _BUILD_NUMBER = re.compile(r"\(build (\d+)")
 _VERSION_NUMBER = re.compile(r"version:\s*(\d+)\s*\(")
-_KEY_DIR = re.compile(r"^(?P<kind>[a-z-]+?-server)-(?P<version>[^-]+)-[0-9a-f]{12}$")
+_KEY_DIR = re.compile(r"^(?P<kind>[a-z-]+?-server)-(?P<version>[^-]+)-[0-9a-f]{12}(-cuda[0-9_]+)?$")
 
 
 def parse_version_output(output: str) -> str | None:

@@ -90,6 +90,7 @@ class Recorded:
     parameters: dict[str, Any] = field(default_factory=dict)
     started_at: float | None = None
     ready_at: float | None = None
+    vram_bytes: int = 0
 
 
 class Effects(Protocol):
@@ -143,6 +144,7 @@ class Actor:
     ttl_override: int | None = None
     ttl_timer: asyncio.TimerHandle | None = None
     memory: int = 0
+    vram: int = 0  # GPU memory the runner holds (nvidia-smi, via the node agent)
     progress: dict[str, Any] | None = None
     failure_reason: str = ""
     log_excerpt: str = ""
@@ -287,6 +289,7 @@ class Scheduler:
                 actor.attempt = record.attempt
                 actor.params = dict(record.parameters)
                 actor.memory = entry.memory_for(actor.params)
+                actor.vram = record.vram_bytes
                 actor.started_at, actor.ready_at = record.started_at, record.ready_at
                 actor.last_used = self._clock()
                 actor.last_used_wall = time.time()
@@ -391,6 +394,7 @@ class Scheduler:
             "expires_at": expires_at,
             "ttl_seconds": ttl,
             "memory_estimate": actor.memory or (entry.memory_for(actor.params) if entry else None),
+            "size_vram": actor.vram if actor.state in (READY, DRAINING) else 0,
             "in_flight": actor.in_flight,
             "queued": len(actor.waiters),
             "progress": actor.progress if actor.state == STARTING else None,
@@ -416,6 +420,10 @@ class Scheduler:
             return
         actor = self.actors.get(event.get("model", ""))
         if actor is None:
+            return
+        if kind == "runner.memory":
+            if event.get("attempt") == actor.attempt and isinstance(event.get("vram_bytes"), int):
+                actor.vram = max(0, event["vram_bytes"])
             return
         if kind == "runner.progress":
             if actor.state == STARTING and event.get("attempt") == actor.attempt:
@@ -671,6 +679,7 @@ class Scheduler:
         actor.attempt = uuid.uuid4().hex
         actor.next_params = params
         actor.memory = memory
+        actor.vram = 0
         actor.progress = {"stage": "queued", "percent": 0, "message": ""}
         actor.failure_reason = ""
         actor.started_at = time.time()

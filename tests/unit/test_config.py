@@ -23,6 +23,8 @@ def test_defaults_match_the_design_table() -> None:
     assert config.default_ttl == 0
     assert config.redis_url is None
     assert config.require_api_key is False
+    assert config.build_backend == "auto"
+    assert load_config({"LLAMAPROXY_BUILD_BACKEND": "CUDA"}, BASE).build_backend == "cuda"
 
 
 def test_values_from_the_environment_are_parsed() -> None:
@@ -66,6 +68,7 @@ def test_values_from_the_environment_are_parsed() -> None:
         ("REDIS_URL", "localhost:6379", "not a redis://"),
         ("LLAMAPROXY_REQUIRE_API_KEY", "maybe", "not a boolean"),
         ("LLAMAPROXY_BACKUP_KEEP", "0", "at least 1"),
+        ("LLAMAPROXY_BUILD_BACKEND", "metal", "not a build backend"),
         ("LLAMAPROXY_USAGE_RETENTION_DAYS", "-3", "at least 0"),
     ],
 )

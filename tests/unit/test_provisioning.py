@@ -105,6 +105,36 @@ def test_build_key_and_layout(dirs: tuple[Path, Path]) -> None:
     assert cached_path(WHISPER_SERVER) == cache / "bin" / build_key(WHISPER_SERVER) / "whisper-server"
 
 
+def test_a_cuda_build_has_its_own_key_and_flags(
+    dirs: tuple[Path, Path], settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llamaproxy.gpu import Gpu
+
+    cpu_path = installed_path(LLAMA_SERVER)
+    monkeypatch.setattr(provisioning, "_backends", {})
+    monkeypatch.setattr(provisioning, "find_nvcc", lambda: "/opt/cuda/bin/nvcc")
+    h100 = Gpu(0, "NVIDIA H100", 80 * 1024**3, 0, 0.0, 30.0, "9.0")
+    monkeypatch.setattr(provisioning.gpu, "gpus", lambda: [h100])
+    settings.LLAMAPROXY_BUILD_BACKEND = "auto"
+    assert build_key(LLAMA_SERVER).endswith(f"-{cpu_key()}-cuda90")
+    assert installed_path(LLAMA_SERVER) != cpu_path, "a CPU build never stands in for a CUDA one"
+    assert provisioning._KEY_DIR.match(build_key(LLAMA_SERVER))
+    assert "-DGGML_CUDA=ON" in provisioning.current_backend().cmake_flags
+    settings.LLAMAPROXY_BUILD_BACKEND = "cpu"
+    assert installed_path(LLAMA_SERVER) == cpu_path
+
+
+def test_cuda_insisted_on_without_a_gpu_is_not_installed(
+    dirs: tuple[Path, Path], settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provisioning, "_backends", {})
+    monkeypatch.setattr(provisioning, "find_nvcc", lambda: None)
+    settings.LLAMAPROXY_BUILD_BACKEND = "cuda"
+    assert installed_binary(LLAMA_SERVER) is None
+    with pytest.raises(ProvisioningError, match="nvcc was not found"):
+        ensure_binary(LLAMA_SERVER)
+
+
 def test_unknown_kind_is_refused(dirs: tuple[Path, Path]) -> None:
     with pytest.raises(ValueError, match="unknown binary kind"):
         installed_binary("ollama")

@@ -351,6 +351,19 @@ async def test_an_event_about_an_older_attempt_is_ignored(timers) -> None:
     assert scheduler.status_of("a")["state"] == "ready"
 
 
+async def test_gpu_memory_reported_by_the_agent_shows_until_the_runner_stops(timers) -> None:
+    scheduler, _ = make([entry("a")], timers)
+    (await scheduler.acquire("a")).release()
+    attempt = scheduler.actors["a"].attempt
+    assert scheduler.status_of("a")["size_vram"] == 0
+    scheduler.on_event({"type": "runner.memory", "model": "a", "attempt": "old", "vram_bytes": 7})
+    assert scheduler.status_of("a")["size_vram"] == 0, "another start's reading"
+    scheduler.on_event({"type": "runner.memory", "model": "a", "attempt": attempt, "vram_bytes": 3 << 30})
+    assert scheduler.status_of("a")["size_vram"] == 3 << 30
+    assert await scheduler.unload("a")
+    assert scheduler.status_of("a")["size_vram"] == 0
+
+
 async def test_progress_events_show_in_the_status_while_starting(timers) -> None:
     scheduler, effects = make([entry("a")], timers)
     effects.hold["a"] = asyncio.get_running_loop().create_future()

@@ -17,6 +17,14 @@ describe("models store", () => {
     expect(state.port).toBeNull();
   });
 
+  it("shows the GPU memory a ready runner holds until it stops", () => {
+    let state = applyRunnerEvent(undefined, { type: "runner.state", model: "tiny", state: "ready", port: 4321 });
+    state = applyRunnerEvent(state, { type: "runner.memory", model: "tiny", attempt: "a1", vram_bytes: 512 * 1024 * 1024 });
+    expect(state).toMatchObject({ state: "ready", port: 4321, size_vram: 512 * 1024 * 1024 });
+    state = applyRunnerEvent(state, { type: "runner.state", model: "tiny", state: "stopped", port: null });
+    expect(state.size_vram).toBe(0);
+  });
+
   it("updates the table's state from events without refetching the catalog", () => {
     vi.spyOn(globalThis, "fetch").mockResolvedValue(new Response("[]", { headers: { "content-type": "application/json" } }));
     const store = useModelsStore();

@@ -61,6 +61,7 @@ export interface RunnerStatus {
   last_used_at?: string | null;
   expires_at?: string | null;
   memory_estimate?: number | null;
+  size_vram?: number;
   in_flight?: number;
   queued?: number;
   progress?: Progress | null;
@@ -74,6 +75,9 @@ export const RUNNING_STATES = ["starting", "ready", "draining", "stopping"];
 
 export function applyRunnerEvent(current: RunnerStatus | undefined, event: LiveEvent): RunnerStatus {
   const base: RunnerStatus = current ? { ...current } : { model: event.model, state: "stopped" };
+  if (event.type === "runner.memory") {
+    return { ...base, size_vram: typeof event.vram_bytes === "number" ? event.vram_bytes : base.size_vram };
+  }
   if (event.type === "runner.progress") {
     return { ...base, state: base.state === "stopped" || base.state === "failed" ? "starting" : base.state,
       progress: { stage: event.stage, percent: event.percent ?? null, message: event.message ?? "" } };
@@ -93,6 +97,7 @@ export function applyRunnerEvent(current: RunnerStatus | undefined, event: LiveE
   } else if (event.state === "stopped" || event.state === "failed") {
     next.port = event.state === "stopped" ? null : next.port;
     next.ready_at = null;
+    next.size_vram = 0;
     next.progress = null;
   }
   return next;
@@ -135,6 +140,7 @@ export const useModelsStore = defineStore("models", () => {
   function bind(channel: LiveChannel): void {
     channel.on("runner.state", onRunnerEvent);
     channel.on("runner.progress", onRunnerEvent);
+    channel.on("runner.memory", onRunnerEvent);
     channel.on("catalog.changed", () => refetchCatalog());
     channel.onOpen(() => refresh());
   }
