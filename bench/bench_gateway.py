@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llamaproxy.settings")
 
 from bench.common import free_port, llama_server_binary, start_stack, wait_http, write_results  # noqa: E402
+from llamaproxy import gpu  # noqa: E402
 
 MODEL = "bench-small"
 PARALLEL = 64  # llama-server slots, the same for every contender
@@ -134,6 +135,7 @@ def main() -> None:
         "machine": platform.node(),
         "cpus": os.cpu_count(),
         "model": "small (60M Q8_0)",
+        "gpus": [g.name for g in gpu.gpus() or []],
         "tokens": args.tokens,
     }
     processes: list[subprocess.Popen] = []
