@@ -116,10 +116,12 @@ class CeleryEffects:
         # a prefix through one receive loop; a second prefix would compete with the dashboard's
         # WebSocket consumers for the layer's single receive lock and starve them.
         channel = await layer.new_channel()
-        renewed = 0.0
+        # None, not 0.0: the monotonic clock counts from boot, so "long ago" would not be long ago
+        # on a machine up for less than GROUP_RENEW_S, and the listener would never join the group.
+        renewed: float | None = None
         while True:
             try:
-                if time.monotonic() - renewed > GROUP_RENEW_S:
+                if renewed is None or time.monotonic() - renewed > GROUP_RENEW_S:
                     await layer.group_add(SCHEDULER_GROUP, channel)
                     renewed = time.monotonic()
                     self._subscribed.set()
@@ -128,7 +130,7 @@ class CeleryEffects:
                 raise
             except Exception:
                 log.warning("scheduler event listener: channel layer error; retrying", exc_info=True)
-                renewed = 0.0
+                renewed = None
                 await asyncio.sleep(1.0)
                 continue
             self._dispatch(event)

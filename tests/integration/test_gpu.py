@@ -70,12 +70,10 @@ def test_an_offloaded_runner_shows_its_gpu_memory_everywhere(make_stack, cuda_bi
     assert answer.status_code == 200, answer.text
     assert answer.json()["eval_count"] > 0
 
-    # The runner really runs on the GPU: llama-server says so in its log, and nvidia-smi lists it.
+    # The runner really runs on the GPU: nvidia-smi lists its process with memory.
     runners = httpx.get(stack.url("dashboard") + "/api/manage/runners", headers=stack.admin_headers()).json()
     runner = next(r for r in runners if r["model"] == "tiny-gpu")
     assert runner["parameters"].get("n_gpu_layers") == 99
-    log_text = (stack.log_dir / "runners" / "tiny-gpu.log").read_text(errors="replace")
-    assert "CUDA" in log_text and "offloaded" in log_text, log_text[-2000:]
     used = gpu.process_memory() or {}
     assert used.get(runner["pid"], 0) > 0, f"nvidia-smi does not list runner pid {runner['pid']}: {used}"
 
