@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -41,17 +42,26 @@ async def post(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Respons
         return await client.post(url, json=body)
 
 
-async def latency(url: str, model: str, requests: int) -> list[float]:
+async def latency(
+    url: str,
+    model: str,
+    requests: int,
+    cost: dict | None = None,
+    cpu: Callable[[], float | None] | None = None,
+) -> list[float]:
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
     samples = []
     async with httpx.AsyncClient(timeout=60) as client:
         for _ in range(10):  # warm-up: connections, caches
             (await post(client, url + "/v1/completions", body)).raise_for_status()
+        before = cpu() if cpu else None
         for _ in range(requests):
             began = time.perf_counter()
             response = await post(client, url + "/v1/completions", body)
             samples.append((time.perf_counter() - began) * 1000)
             response.raise_for_status()
+        if cpu and cost is not None and before is not None and (after := cpu()) is not None:
+            cost["per_request_us"] = (after - before) / requests * 1e6
     return samples
 
 
@@ -88,8 +98,19 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(url: str, model: str, requests: int, tokens: int, concurrency: list[int]) -> dict:
-    samples = await latency(url, model, requests)
+async def measure(
+    url: str,
+    model: str,
+    requests: int,
+    tokens: int,
+    concurrency: list[int],
+    cpu: Callable[[], float | None] | None = None,
+) -> dict:
+    """Latency and stream rates; with `cpu` (the gateway's CPU seconds), its CPU cost per
+    request and per streamed token too: the overhead itself, which timings on a busy 2-core
+    machine show only through noise."""
+    cost: dict = {}
+    samples = await latency(url, model, requests, cost, cpu)
     result = {
         "latency_ms": {
             "p50": percentile(samples, 0.5),
@@ -99,7 +120,15 @@ async def measure(url: str, model: str, requests: int, tokens: int, concurrency:
         "stream_tokens_per_second": {},
     }
     for streams in concurrency:
+        before = cpu() if cpu else None
         result["stream_tokens_per_second"][str(streams)] = await stream_rate(url, model, streams, tokens)
+        if cpu and before is not None and (after := cpu()) is not None:
+            # stream_rate runs one warm-up stream, then `streams` streams of `tokens` tokens.
+            cost.setdefault("per_streamed_token_us", {})[str(streams)] = (
+                (after - before) / ((streams + 1) * tokens) * 1e6
+            )
+    if cost:
+        result["gateway_cpu"] = cost
     return result
 
 
@@ -167,7 +196,9 @@ def main() -> None:
         processes.append(stack)
         api = f"http://127.0.0.1:{stack.api_port}"
         stack.patch_model(MODEL, {"parameters": {"ctx_size": 8192, "parallel": PARALLEL}})
-        results["llamaproxy"] = asyncio.run(measure(api, MODEL, args.requests, args.tokens, concurrency))
+        results["llamaproxy"] = asyncio.run(
+            measure(api, MODEL, args.requests, args.tokens, concurrency, cpu=stack.gateway_cpu_seconds)
+        )
         stack.stop()
 
         port = free_port()
@@ -231,6 +262,12 @@ def print_table(results: dict) -> None:
             continue
         rates = "".join(f" {rate:>10.0f}/s" for rate in entry["stream_tokens_per_second"].values())
         print(f"{name:16} {entry['latency_ms']['p50']:>8.2f} {entry['latency_ms']['p99']:>8.2f}{rates}")
+    cost = results.get("llamaproxy", {}).get("gateway_cpu")
+    if cost:
+        per_token = ", ".join(f"{s}: {us:.0f} µs" for s, us in cost.get("per_streamed_token_us", {}).items())
+        print(
+            f"gateway CPU: {cost.get('per_request_us', 0):.0f} µs per request; per streamed token {per_token}"
+        )
     for name, summary in results["summary"].items():
         ratios = ", ".join(f"{s}: {r:.1%}" for s, r in summary["stream_ratio"].items())
         print(

@@ -76,6 +76,19 @@ class RunningStack:
     def poll(self) -> int | None:
         return self.proc.poll()
 
+    def gateway_cpu_seconds(self) -> float | None:
+        """User + system CPU time of the gateway (the daphne process serve started)."""
+        import psutil
+
+        try:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                if "daphne" in " ".join(child.cmdline()):
+                    times = child.cpu_times()
+                    return times.user + times.system
+        except psutil.Error:
+            return None
+        return None
+
     def terminate(self) -> None:
         self.stop()
 

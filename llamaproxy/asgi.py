@@ -113,6 +113,12 @@ signals.request_started.disconnect(db.close_old_connections)
 signals.request_started.disconnect(db.reset_queries)
 signals.request_finished.disconnect(db.close_old_connections)
 
+# In the gateway (daphne): small writes sent at once, no form parsing nobody reads.
+if os.environ.get("LLAMAPROXY_PROCESS") == "gateway":
+    from llamaproxy import daphne_tuning
+
+    daphne_tuning.install()
+
 lean_app = LeanASGIHandler()
 api_ports = {port for face, port in settings.LLAMAPROXY_PORTS.items() if port and face != "dashboard"}
 

@@ -134,12 +134,31 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         return _Connection(reader, writer)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        port = request.url.port or 80
-        key = (host, port)
-        body = request.content
         headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"connection"]
-        event = h11.Request(method=request.method.encode(), target=request.url.raw_path, headers=headers)
+        return await self.send_raw(
+            request.url.host,
+            request.url.port or 80,
+            request.method.encode(),
+            request.url.raw_path,
+            headers,
+            request.content,
+            request=request,
+        )
+
+    async def send_raw(
+        self,
+        host: str,
+        port: int,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        request: httpx.Request | None = None,
+    ) -> httpx.Response:
+        """The relay's path: no httpx.Request to build (its URL and header models cost more than
+        the rest of the request). `headers` must carry Host, and Content-Length with a body."""
+        key = (host, port)
+        event = h11.Request(method=method, target=target, headers=headers)
         conn = self._take_idle(key)
         reused = conn is not None
         for attempt in (1, 2):
@@ -165,7 +184,7 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
             break
         return httpx.Response(
             head.status_code,
-            headers=[(name, value) for name, value in head.headers],
+            headers=head.headers,
             stream=_Body(self, key, conn),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},

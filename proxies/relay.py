@@ -87,8 +87,38 @@ async def open_upstream(
     Goes through the lean loopback transport (see proxies/loopback.py), which also retries once
     when a reused keep-alive connection was closed before the runner answered.
     """
-    request = httpx.Request(method, base_url + path, content=content, headers=headers)
-    return await loopback_transport().handle_async_request(request)
+    host, port, netloc = _origin(base_url)
+    raw = [(b"host", netloc)]
+    if headers:
+        raw.extend(
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.items()
+            if name.lower() not in _SET_HERE
+        )
+    if content:
+        raw.append((b"content-length", str(len(content)).encode()))
+    elif method in ("POST", "PUT", "PATCH"):
+        raw.append((b"content-length", b"0"))
+    return await loopback_transport().send_raw(host, port, method.encode(), path.encode(), raw, content)
+
+
+# Framing and routing headers the relay sets itself (a client's own would be wrong for the runner).
+_SET_HERE = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_origins: dict[str, tuple[str, int, bytes]] = {}
+
+
+def _origin(base_url: str) -> tuple[str, int, bytes]:
+    """`http://127.0.0.1:4321` → ("127.0.0.1", 4321, b"127.0.0.1:4321"), parsed once per runner."""
+    found = _origins.get(base_url)
+    if found is None:
+        url = httpx.URL(base_url)
+        port = url.port or 80
+        netloc = url.netloc
+        found = _origins[base_url] = (url.host, port, netloc)
+        if len(_origins) > 1024:  # runners come and go on new ports: keep the cache small
+            _origins.clear()
+            _origins[base_url] = found
+    return found
 
 
 def response_headers(upstream: httpx.Response) -> dict[str, str]:
