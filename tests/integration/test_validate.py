@@ -35,6 +35,8 @@ def test_validate_fails_on_a_missing_binary_and_a_busy_port(make_stack, tmp_path
     assert result.returncode == 1
     assert "FAIL" in result.stdout
     assert "llama-server is not installed" in result.stdout
+    # What a build would target here: the CPU, or CUDA where nvcc and a GPU are present.
+    assert "build backend: CPU only" in result.stdout or "build backend: CUDA" in result.stdout
     assert "LLAMAPROXY_LMSTUDIO_PORT" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 

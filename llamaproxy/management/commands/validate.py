@@ -48,11 +48,26 @@ class Command(BaseCommand):
             self.stdout.write(f"  {self.style.ERROR('FAIL')} {text}")
 
     def report_binary(self) -> None:
-        from runners.provisioning import binary_version, installed_binary
+        from runners.provisioning import (
+            LLAMA_SERVER,
+            ProvisioningError,
+            binary_version,
+            configured_setting,
+            current_backend,
+            installed_binary,
+        )
 
-        binary = installed_binary("llama-server")
+        binary = installed_binary(LLAMA_SERVER)
         if binary is not None:
             self.report(True, f"llama-server {binary_version(binary)} at {binary}")
+        if configured_setting(LLAMA_SERVER) is not None:
+            return  # a binary of the user's own: no build backend applies
+        try:
+            backend = current_backend()
+        except ProvisioningError as exc:
+            self.report(False, f"build backend: {exc}")
+            return
+        self.report(True, f"build backend: {backend.note or backend.name}")
 
     def report_whisper_server(self) -> None:
         """Only speech-to-text needs whisper-server: its absence is a warning, never a failure."""
