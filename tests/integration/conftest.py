@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,19 @@ class Stack:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
         return self.proc.returncode
+
+    def runner_log(self, model: str) -> Path:
+        return self.log_dir / "runners" / f"{model}.log"
+
+    def runner_log_size(self, model: str) -> int:
+        path = self.runner_log(model)
+        return path.stat().st_size if path.exists() else 0
+
+    def slot_releases(self, model: str, offset: int) -> list[int]:
+        """How far each task got (llama-server's `stop processing: n_tokens = N`) since `offset`."""
+        with self.runner_log(model).open("rb") as handle:
+            handle.seek(offset)
+            return [int(n) for n in re.findall(rb"stop processing: n_tokens = (\d+)", handle.read())]
 
     def log_tail(self, lines: int = 60) -> str:
         if self.log_path is None or not self.log_path.exists():

@@ -190,6 +190,7 @@ def test_a_client_that_disconnects_mid_stream_stops_the_generation(stack) -> Non
         "stream": True,
         "ignore_eos": True,
     }
+    offset = stack.runner_log_size("tiny-chat")
     with (
         httpx.Client(timeout=30) as http,
         http.stream("POST", stack.url("api") + "/v1/chat/completions", json=body) as response,
@@ -207,6 +208,12 @@ def test_a_client_that_disconnects_mid_stream_stops_the_generation(stack) -> Non
         if busy:
             time.sleep(0.1)
     assert not busy, "llama-server kept generating after the client went away"
+    # Not busy is not enough: left alone, the tiny model fills its whole context in about a second.
+    # llama-server logs how far the task got when it released the slot: far short of the context.
+    released = stack.slot_releases("tiny-chat", offset)
+    n_ctx = max(slot.get("n_ctx", 0) for slot in slots)
+    assert released, "llama-server logged no slot release for the request"
+    assert released[-1] < n_ctx // 2, (released[-1], n_ctx)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         rows = usage_rows(stack, endpoint="chat/completions", status="200")

@@ -127,7 +127,14 @@ def test_twenty_concurrent_requests_to_a_cold_model_start_one_process_and_all_su
 
 
 def test_with_one_model_allowed_b_waits_for_as_stream_to_finish_then_only_b_runs(make_stack) -> None:
-    stack = make_stack(setup=catalog("alpha", "beta"), LLAMAPROXY_MAX_LOADED_MODELS="1")
+    # A's stream must outlast the polling below: the tiny model makes 3,000 tokens in under a
+    # second, and the relay does not wait for a client that stops reading (socket buffers and
+    # Twisted's take the whole stream). The 60M "small" model takes several seconds for them.
+    def setup(stack) -> None:
+        write_tiny_model(stack.models_dir / "alpha.gguf", size="small", name="alpha", seed=0)
+        catalog("beta")(stack)
+
+    stack = make_stack(setup=setup, LLAMAPROXY_MAX_LOADED_MODELS="1")
     assert chat(stack, "alpha").status_code == 200
     stream_body = {**CHAT, "model": "alpha", "stream": True, "max_tokens": 3000, "ignore_eos": True}
     b_result: dict[str, object] = {}
@@ -155,7 +162,7 @@ def test_with_one_model_allowed_b_waits_for_as_stream_to_finish_then_only_b_runs
             a_done = time.monotonic()
         b_thread.join(30)
     assert first and rest[-1] == "data: [DONE]"
-    assert len(rest) > 1000  # the whole stream came through: A was not stopped under it
+    assert len(rest) > 2500  # the whole stream came through: A was not stopped under it
     response = b_result["response"]
     assert response.status_code == 200, response.text
     assert b_result["at"] >= a_done - 1.0
