@@ -2,6 +2,8 @@
 
 Each finished request appends a row to an in-memory buffer; a flush runs half a second later
 (or at once past 200 rows) in a worker thread, and at process exit whatever is left is written.
+A flush is one `executemany` INSERT: Django's bulk_create compiled every row's every field through
+the ORM, which was a tenth of the gateway's CPU per request.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import asyncio
 import atexit
 import logging
 import threading
-from datetime import timedelta
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 
 from asgiref.sync import async_to_sync
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from llamaproxy.consumers import dashboards_watching
@@ -27,17 +30,60 @@ FLUSH_DELAY = 0.5
 FLUSH_BATCH = 200
 
 
+@dataclass(slots=True)
+class PendingRow:
+    """A usage row waiting for the next flush; its fields are UsageRecord's columns."""
+
+    created_at: datetime
+    face: str
+    endpoint: str
+    model: str
+    client_address: str
+    api_key_id: int | None
+    status: int
+    stream: bool
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_tokens: int | None
+    ttft_ms: float | None
+    prefill_tps: float | None
+    decode_tps: float | None
+    duration_ms: float
+    load_ms: float | None
+    audio_seconds: float | None
+    error: str
+    api_key_name: str = ""
+    id: int | None = None  # set once stored
+
+
+COLUMNS = tuple(f.name for f in fields(PendingRow) if f.name != "id")
+
+
+def insert_sql() -> str:
+    """INSERT for COLUMNS, checked against the model so that a new NOT NULL column is not missed."""
+    meta = UsageRecord._meta
+    columns = {field.attname: field.column for field in meta.concrete_fields if not field.primary_key}
+    missing = set(columns) - set(COLUMNS)
+    if missing:
+        raise RuntimeError(f"usage rows lack columns {sorted(missing)}")
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(columns[name]) for name in COLUMNS)
+    marks = ", ".join(["%s"] * len(COLUMNS))
+    return f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES ({marks})"
+
+
 class UsageWriter:
     def __init__(self) -> None:
-        self._rows: list[UsageRecord] = []
+        self._rows: list[PendingRow] = []
         self._lock = threading.Lock()
         self._scheduled = False
         self._keys_used: dict[int, object] = {}
+        self._sql: str | None = None
 
     def record(self, ctx: RelayContext, load_seconds: float = 0.0) -> None:
         meter = ctx.meter
         now = timezone.now()
-        row = UsageRecord(
+        row = PendingRow(
             created_at=now - timedelta(milliseconds=meter.duration_ms),
             face=ctx.face,
             endpoint=ctx.endpoint,
@@ -91,14 +137,14 @@ class UsageWriter:
             async_to_sync(_announce)([usage_event(row) for row in stored])
         return len(stored)
 
-    def _store(self) -> list[UsageRecord]:
+    def _store(self) -> list[PendingRow]:
         with self._lock:
             rows, self._rows = self._rows, []
             keys, self._keys_used = self._keys_used, {}
         if not rows:
             return []
         try:
-            UsageRecord.objects.bulk_create(rows, batch_size=500)
+            self._insert(rows)
             for key_id, when in keys.items():
                 ApiKey.objects.filter(pk=key_id).update(last_used_at=when)
         except Exception:
@@ -110,6 +156,23 @@ class UsageWriter:
             close_old_connections()
         return rows
 
+    def _insert(self, rows: list[PendingRow]) -> None:
+        """One transaction; SQLite hands out consecutive rowids to it, so each row learns its id."""
+        if self._sql is None:
+            self._sql = insert_sql()
+        adapt = connection.ops.adapt_datetimefield_value
+        params = [
+            tuple(adapt(row.created_at) if name == "created_at" else getattr(row, name) for name in COLUMNS)
+            for row in rows
+        ]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(self._sql, params)
+            cursor.execute("SELECT last_insert_rowid()")
+            last = cursor.fetchone()[0]
+        first = last - len(rows) + 1
+        for offset, row in enumerate(rows):
+            row.id = first + offset
+
 
 EVENT_FIELDS = (
     "id", "face", "endpoint", "model", "client_address", "api_key_id", "status", "stream", "prompt_tokens",
@@ -118,7 +181,7 @@ EVENT_FIELDS = (
 )  # fmt: skip
 
 
-def usage_event(row: UsageRecord) -> dict:
+def usage_event(row: PendingRow | UsageRecord) -> dict:
     """The `request.done` event of a stored usage row (the dashboard's live Activity feed)."""
     event = {"type": "request.done", "created_at": row.created_at.isoformat(), "error": row.error[:500]}
     event.update({name: getattr(row, name) for name in EVENT_FIELDS})
