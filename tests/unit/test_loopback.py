@@ -189,3 +189,59 @@ async def test_a_connection_closed_mid_body_is_an_error_not_a_hang() -> None:
         response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/s"))
         with pytest.raises(httpx.RemoteProtocolError):
             await asyncio.wait_for(response.aread(), 5)
+
+
+# --- the chunked decoder of streamed bodies -----------------------------------------------------
+
+CHUNKED = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n"
+
+
+def test_the_chunked_decoder_reads_any_split_with_extensions_and_trailers() -> None:
+    from proxies.loopback import ChunkedDecoder
+
+    for size in (1, 2, 3, 7, len(CHUNKED)):
+        decoder = ChunkedDecoder()
+        out = b"".join(decoder.feed(CHUNKED[i : i + size]) for i in range(0, len(CHUNKED), size))
+        assert out == b"hello, world!" and decoder.done, size
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"zz\r\nhello\r\n", "bad chunk size"),
+        (b"5\r\nhelloXX0\r\n\r\n", "not followed by CRLF"),
+        (b"0\r\n\r\nextra", "after the end"),
+        (b"f" * 5000, "too long"),
+    ],
+)
+def test_the_chunked_decoder_refuses_bad_framing(data: bytes, problem: str) -> None:
+    import h11
+
+    from proxies.loopback import ChunkedDecoder
+
+    with pytest.raises(h11.RemoteProtocolError, match=problem):
+        ChunkedDecoder().feed(data)
+
+
+async def test_a_connection_is_reused_after_a_chunked_stream_read_to_the_end() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for index in range(3):
+            await read_request(reader)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            frame = b"data: %d\n\n" % index
+            # The head, a chunk and the end in one write: the decoder starts from h11's leftovers.
+            writer.write(head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(frame), frame))
+            await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        for index in range(3):
+            response = await transport.handle_async_request(httpx.Request("POST", base + "/s", content=b"{}"))
+            assert await response.aread() == b"data: %d\n\n" % index
+        await transport.aclose()
+    assert connections == 1
