@@ -46,6 +46,7 @@ from typing import IO
 from django.conf import settings
 
 from llamaproxy import gpu
+from llamaproxy.config import BUILD_BACKENDS
 
 Progress = Callable[[str], None]
 
@@ -176,8 +177,6 @@ def cpu_key() -> str:
 
 # --- the backend: CPU only, or CUDA ---------------------------------------------------------
 
-BACKEND_CHOICES = ("auto", "cpu", "cuda")
-
 
 @dataclass(frozen=True)
 class Backend:
@@ -206,9 +205,9 @@ def cuda_architectures(caps: list[str]) -> list[str]:
 
 def select_backend(requested: str, nvcc: str | None, caps: list[str] | None) -> Backend:
     """Pure choice of the backend. caps: the GPUs' compute capabilities (None: no nvidia-smi)."""
-    if requested not in BACKEND_CHOICES:
+    if requested not in BUILD_BACKENDS:
         raise ProvisioningError(
-            f"LLAMAPROXY_BUILD_BACKEND={requested!r} is not one of {', '.join(BACKEND_CHOICES)}"
+            f"LLAMAPROXY_BUILD_BACKEND={requested!r} is not one of {', '.join(BUILD_BACKENDS)}"
         )
     if requested == "cpu":
         return Backend("cpu", note="CPU only (LLAMAPROXY_BUILD_BACKEND=cpu)")
@@ -253,10 +252,15 @@ def current_backend() -> Backend:
         return _backends[requested]
 
 
+def machine_key() -> str:
+    """What a build here may assume: the CPU key, plus the backend's suffix for a GPU build."""
+    return cpu_key() + current_backend().key_suffix
+
+
 def build_key(kind: str, key: str | None = None) -> str:
     """`<kind>-<version>-<cpukey>[-cuda<caps>]`: a binary's folder in the cache and the data dir."""
     spec = spec_for(kind)
-    return f"{kind}-{spec.version}-{key or (cpu_key() + current_backend().key_suffix)}"
+    return f"{kind}-{spec.version}-{key or machine_key()}"
 
 
 def cache_dir() -> Path:
@@ -272,11 +276,11 @@ def installed_path(kind: str) -> Path:
 
 
 def build_dir_path(kind: str) -> Path:
-    return cache_dir() / "build" / f"{kind}-{cpu_key()}{current_backend().key_suffix}"
+    return cache_dir() / "build" / f"{kind}-{machine_key()}"
 
 
 def build_log_path(kind: str) -> Path:
-    return cache_dir() / "build" / f"{kind}-{cpu_key()}{current_backend().key_suffix}.log"
+    return cache_dir() / "build" / f"{kind}-{machine_key()}.log"
 
 
 def whisper_test_assets_dir() -> Path:

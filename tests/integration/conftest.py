@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -143,6 +144,17 @@ class Stack:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
         return self.proc.returncode
+
+    def prepare_catalog(self) -> None:
+        """Before serve: the database migrated, the models folder scanned, and the manage API's
+        token written (serve does not create it before the first local command)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        token = self.home / "admin_token"
+        if not token.exists():
+            token.write_text(secrets.token_urlsafe(32))
+            token.chmod(0o600)
+        self.manage("migrate", "--noinput")
+        self.manage("scan_models")
 
     def runner_log(self, model: str) -> Path:
         return self.log_dir / "runners" / f"{model}.log"

@@ -6,7 +6,6 @@ Skipped where there is none (CI has no GPU); run on a GPU machine after
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -49,11 +48,7 @@ def wait_for(predicate, timeout: float = 30.0):
 def test_an_offloaded_runner_shows_its_gpu_memory_everywhere(make_stack, cuda_binary: Path) -> None:
     def setup(stack) -> None:
         write_tiny_model(stack.models_dir / "tiny-gpu.gguf", size="small", name="tiny-gpu", seed=4)
-        stack.home.mkdir(parents=True, exist_ok=True)
-        (stack.home / "admin_token").write_text(secrets.token_urlsafe(32))
-        (stack.home / "admin_token").chmod(0o600)
-        stack.manage("migrate", "--noinput")
-        stack.manage("scan_models")
+        stack.prepare_catalog()
 
     stack = make_stack(setup=setup)
     ollama = httpx.Client(base_url=stack.url("ollama"), timeout=120)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import time
 
 import httpx
@@ -45,14 +44,7 @@ FIXED = {"num_predict": 6, "ignore_eos": True, "temperature": 0}
 
 
 def prepare_catalog(stack) -> None:
-    """Migrate and scan before serve; the manage API's token exists only after a local command."""
-    stack.home.mkdir(parents=True, exist_ok=True)
-    token = stack.home / "admin_token"
-    if not token.exists():
-        token.write_text(secrets.token_urlsafe(32))
-        token.chmod(0o600)
-    stack.manage("migrate", "--noinput")
-    stack.manage("scan_models")
+    stack.prepare_catalog()
     stack.manage("shell", "-c", EMBEDDINGS_ON)
 
 

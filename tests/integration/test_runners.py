@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import threading
@@ -53,14 +52,7 @@ def catalog(*names: str, broken: tuple[str, ...] = (), shell: str = "") -> Calla
             write_tiny_model(stack.models_dir / f"{name}.gguf", name=name, seed=seed)
         for name in broken:
             write_broken_model(stack.models_dir / f"{name}.gguf")
-        # The manage API reads this token; serve does not create it before the first local command.
-        stack.home.mkdir(parents=True, exist_ok=True)
-        token = stack.home / "admin_token"
-        if not token.exists():
-            token.write_text(secrets.token_urlsafe(32))
-            token.chmod(0o600)
-        stack.manage("migrate", "--noinput")
-        stack.manage("scan_models")
+        stack.prepare_catalog()
         if shell:
             stack.manage("shell", "-c", "from models_catalog.models import RunnerSettings\n" + shell)
 
