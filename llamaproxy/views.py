@@ -56,6 +56,20 @@ def frontend_asset(request: HttpRequest, path: str) -> HttpResponse:
     return response
 
 
+async def _playground_refusal(request: HttpRequest) -> HttpResponse | None:
+    """The Playground's gate, in OpenAI's error shape: POST, from a staff user logged in to the
+    dashboard; a request let through is recorded under the "playground" face."""
+    from proxies.openai_face import openai_error
+
+    if request.method != "POST":
+        return openai_error(405, "use POST")
+    user = await request.auser()
+    if not (user.is_authenticated and user.is_staff):
+        return openai_error(401, "log in to the dashboard first")
+    request.face = "playground"
+    return None
+
+
 async def playground_chat(request: HttpRequest) -> HttpResponse:
     """The Playground's chat: the OpenAI face's chat completions behind the dashboard login, so the
     browser needs no API key and no CORS (CSRF is checked by the middleware like any form)."""
@@ -67,15 +81,11 @@ async def playground_chat(request: HttpRequest) -> HttpResponse:
         record_failure,
         resolve_model,
     )
-    from proxies.openai_face import face_error_response, openai_error, parse_body, send_to_runner
+    from proxies.openai_face import face_error_response, parse_body, send_to_runner
     from proxies.openai_schemas import ChatCompletionRequest
 
-    if request.method != "POST":
-        return openai_error(405, "use POST")
-    user = await request.auser()
-    if not (user.is_authenticated and user.is_staff):
-        return openai_error(401, "log in to the dashboard first")
-    request.face = "playground"
+    if (refusal := await _playground_refusal(request)) is not None:
+        return refusal
     ctx = new_context(request, "chat/completions")
     try:
         payload, parsed = parse_body(request, ChatCompletionRequest)
@@ -97,12 +107,7 @@ async def playground_audio(request: HttpRequest, task: str) -> HttpResponse:
     """The Playground's audio box: the OpenAI face's /v1/audio/transcriptions and /translations
     behind the dashboard login (CSRF is checked by the middleware, as for the chat)."""
     from proxies.audio import audio_endpoint
-    from proxies.openai_face import openai_error
 
-    if request.method != "POST":
-        return openai_error(405, "use POST")
-    user = await request.auser()
-    if not (user.is_authenticated and user.is_staff):
-        return openai_error(401, "log in to the dashboard first")
-    request.face = "playground"
+    if (refusal := await _playground_refusal(request)) is not None:
+        return refusal
     return await audio_endpoint(request, translate=task == "translations", authorized=True)
