@@ -27,6 +27,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.test.utils import override_settings  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
+from llamaproxy.daphne_tuning import abort, body_writer  # noqa: E402
 from llamaproxy.routing import websocket_urlpatterns  # noqa: E402
 
 LEAN_MIDDLEWARE = ["llamaproxy.middleware.FaceRoutingMiddleware"]
@@ -49,18 +50,30 @@ class LeanASGIHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def send_response(self, response, send):
-        """Relayed streams skip Django's iterator wrappers: each upstream chunk is sent as is."""
+        """Relayed streams skip Django's iterator wrappers: each upstream chunk is sent as is,
+        under daphne straight from the runner connection (see daphne_tuning.body_writer)."""
         stream = getattr(response, "relay_stream", None)
         if stream is None:
             return await super().send_response(response, send)
         headers = [(key.encode("ascii"), value.encode("latin1")) for key, value in response.items()]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        iterator = None
         try:
-            async for chunk in stream:
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            write = body_writer(send) if hasattr(stream, "pump") else None
+            if write is not None:
+                await stream.pump(write)
+            else:
+                iterator = aiter(stream)
+                async for chunk in iterator:
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception:
+            abort(send)  # the response has started: no error status can be sent any more
+            raise
         finally:
-            await stream.aclose()
+            if iterator is not None and iterator is not stream:
+                await iterator.aclose()
+            await stream.aclose()  # a relay never started still releases its runner
         await send({"type": "http.response.body"})
         return None
 

@@ -13,14 +13,19 @@ own transports do) and leaves everything else — a partial send, a full socket 
 being closed, flow control — to Twisted's normal path, which still owns whatever was not sent.
 Measured with `bench/bench_gateway.py`: about a fifth less gateway CPU per streamed token.
 
-2. No form parsing in Twisted. twisted.web parses every POST body's Content-Type with the email
+2. Body bytes written straight to daphne's request (`body_writer`): a relayed stream's chunks
+skip the ASGI message per chunk (a dict, daphne's connection checks, its reply dispatch and
+logging) and go out as HTTP chunks from the runner connection's receive callback.
+
+3. No form parsing in Twisted. twisted.web parses every POST body's Content-Type with the email
 package, and a multipart body (an audio upload) with it in full, to fill `request.args`, which
 daphne never reads: it hands the raw body to Django. Twisted's own switch for that is off here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import abstract, tcp
@@ -82,3 +87,49 @@ def _no_form_parsing() -> None:
         self._parsePOSTFormSubmission = False
 
     WebRequest.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _daphne_request(send: Any) -> Any:
+    """The daphne request behind an ASGI `send` (its `Server.handle_reply` bound to it), or None."""
+    if not isinstance(send, functools.partial) or len(send.args) != 1:
+        return None
+    from daphne.http_protocol import WebRequest
+    from daphne.server import Server
+
+    if getattr(send.func, "__func__", None) is not Server.handle_reply:
+        return None
+    request = send.args[0]
+    return request if isinstance(request, WebRequest) else None
+
+
+def abort(send: Any) -> bool:
+    """Drop the client's connection mid-response (so a failed stream is not mistaken for a
+    finished one, nor left hanging: daphne cannot report an error once the response started).
+    False when `send` is not daphne's."""
+    request = _daphne_request(send)
+    if request is None:
+        return False
+    if not request._disconnected and request.channel is not None:
+        request.channel.transport.abortConnection()
+    return True
+
+
+def body_writer(send: Any) -> Callable[[bytes], None] | None:
+    """For daphne's ASGI `send` (its `Server.handle_reply` bound to the request), a function that
+    writes response body bytes to that request at once, as `send` would with `more_body`;
+    None for any other server. The response must have been started through `send`, and is
+    finished through it too (the final empty body message)."""
+    request = _daphne_request(send)
+    if request is None:
+        return None
+
+    def write(data: bytes) -> None:
+        if request._disconnected or request.finished or not data:
+            return  # the client is gone: daphne reports that to the application on its own
+        if request.startedWriting and request.chunked:
+            request.sentLength += len(data)
+            request.channel.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:  # the first write sends the headers; HTTP/1.0 and HEAD take Twisted's own path
+            request.write(data)
+
+    return write

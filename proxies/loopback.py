@@ -13,27 +13,94 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import h11
 import httpx
 
-READ_SIZE = 65536
 CONNECT_TIMEOUT = 10.0
 MAX_IDLE_PER_HOST = 64
 
 
+class _RunnerProtocol(asyncio.Protocol):
+    """One connection to a runner. Bytes wait in a buffer for `read()`, except while a `sink` is
+    set: then each arrival is handed to it at once, in the event loop's own callback (a streamed
+    response relayed without waking a task per token)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self.eof = False
+        self.sink: Callable[[bytes], None] | None = None
+        self.on_close: Callable[[], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink(data)
+            return
+        self._buffer.append(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._closed()
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed()
+
+    def _closed(self) -> None:
+        self.eof = True
+        self._wake()
+        if self.on_close is not None:
+            self.on_close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take_buffered(self) -> bytes:
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        return data
+
+    async def read(self) -> bytes:
+        """What has arrived (waiting for something), or b"" once the runner closed."""
+        while not self._buffer:
+            if self.eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.take_buffered()
+
+    @property
+    def at_eof(self) -> bool:
+        return self.eof and not self._buffer
+
+
 class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, protocol: _RunnerProtocol) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
         self.h11 = h11.Connection(h11.CLIENT)
         self.body_done = False  # the response body was decoded outside h11 (chunked)
         self.keep_alive = True
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.writer.close()
+            self.transport.close()
+
+    @property
+    def usable(self) -> bool:
+        return not self.protocol.eof and not self.transport.is_closing()
 
     @property
     def reusable(self) -> bool:
@@ -44,7 +111,7 @@ class _Connection:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await self.reader.read(READ_SIZE)
+            data = await self.protocol.read()
             self.h11.receive_data(data)  # b"" means the peer closed: h11 turns it into an error or end
 
 
@@ -115,7 +182,7 @@ class ChunkedDecoder:
         return b"".join(out)
 
 
-class _Body(httpx.AsyncByteStream):
+class RunnerBody(httpx.AsyncByteStream):
     """The response body; returns the connection to the pool once fully read, else closes it
     (closing is how a client's disconnect reaches the runner and stops its generation)."""
 
@@ -144,6 +211,55 @@ class _Body(httpx.AsyncByteStream):
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
         self._release()
 
+    async def pump(self, on_data: Callable[[bytes], None]) -> None:
+        """Hand the body to `on_data` as it arrives, called from the connection's own receive
+        callback (no task wakes per chunk: the relay's path for streamed completions).
+        Returns once the body is complete; raises as iterating would."""
+        conn = self._conn
+        if conn is None:
+            return
+        if not self._chunked:
+            async for data in self:
+                on_data(data)
+            return
+        protocol = conn.protocol
+        decoder = ChunkedDecoder()
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def feed(received: bytes) -> None:
+            if finished.done():
+                return
+            try:
+                data = decoder.feed(received)
+                if data:
+                    on_data(data)
+            except Exception as exc:  # bad framing, or the consumer failed: end the pump with it
+                finished.set_exception(exc)
+                return
+            if decoder.done:
+                finished.set_result(None)
+
+        def closed() -> None:
+            if not finished.done():
+                finished.set_exception(
+                    h11.RemoteProtocolError("the runner closed the connection mid-response")
+                )
+
+        pending, was_closed = conn.h11.trailing_data
+        try:
+            feed(bytes(pending) + protocol.take_buffered())
+            if was_closed or protocol.eof:
+                closed()
+            else:
+                protocol.sink, protocol.on_close = feed, closed
+            await finished
+        except h11.RemoteProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+        finally:
+            protocol.sink = protocol.on_close = None
+        conn.body_done = True
+        self._release()
+
     async def _chunked_body(self, conn: _Connection) -> AsyncIterator[bytes]:
         """Chunked bodies (streams) decoded here; h11 is handed a fresh cycle afterwards."""
         decoder = ChunkedDecoder()
@@ -154,7 +270,7 @@ class _Body(httpx.AsyncByteStream):
         while not decoder.done:
             if closed:
                 raise h11.RemoteProtocolError("the runner closed the connection mid-response")
-            received = await conn.reader.read(READ_SIZE)
+            received = await conn.protocol.read()
             if not received:
                 raise h11.RemoteProtocolError("the runner closed the connection mid-response")
             data = decoder.feed(received)
@@ -217,7 +333,7 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
 
     def put_idle(self, key: tuple[str, int], conn: _Connection) -> None:
         pool = self._idle.setdefault(key, [])
-        if len(pool) < MAX_IDLE_PER_HOST and not conn.reader.at_eof():
+        if len(pool) < MAX_IDLE_PER_HOST and conn.usable:
             pool.append(conn)
         else:
             conn.close()
@@ -226,19 +342,22 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         pool = self._idle.get(key)
         while pool:
             conn = pool.pop()
-            if not conn.reader.at_eof() and not conn.writer.is_closing():
+            if conn.usable:
                 return conn
             conn.close()
         return None
 
     async def _connect(self, host: str, port: int) -> _Connection:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
+            loop = asyncio.get_running_loop()
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(_RunnerProtocol, host, port), CONNECT_TIMEOUT
+            )
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
         except OSError as exc:
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
-        return _Connection(reader, writer)
+        return _Connection(protocol)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"connection"]
@@ -276,7 +395,7 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
                 if body:
                     data += conn.h11.send(h11.Data(data=body)) or b""
                 data += conn.h11.send(h11.EndOfMessage()) or b""
-                conn.writer.write(data)
+                conn.transport.write(data)
                 head = await conn.next_event()
                 if isinstance(head, h11.ConnectionClosed):
                     raise ConnectionResetError("closed before answering")
@@ -303,7 +422,7 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             head.status_code,
             headers=head.headers,
-            stream=_Body(self, key, conn, chunked),
+            stream=RunnerBody(self, key, conn, chunked),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )

@@ -17,7 +17,7 @@ import httpx
 from django.http import HttpResponse, StreamingHttpResponse
 
 from proxies.accounting import UsageMeter
-from proxies.loopback import LoopbackTransport
+from proxies.loopback import LoopbackTransport, RunnerBody
 from proxies.sse import SSEFrameParser, parse_json_payload
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ async def passthrough(upstream: httpx.Response, ctx: RelayContext, finalize: Fin
     content_type = upstream.headers.get("content-type", "")
     if "text/event-stream" in content_type:
         return stream_response(
-            _relay_sse(upstream, ctx, finalize),
+            SSERelay(upstream, ctx, finalize),
             upstream.status_code,
             content_type,
             response_headers(upstream),
@@ -178,41 +178,100 @@ def upstream_error_message(parsed: Any) -> str:
     return ""
 
 
-# Only these frames need parsing: the rest carry one token each, which is all we count.
-_ACCOUNTING_MARKERS = (b'"timings"', b'"usage"', b'"finish_reason":"')
-_CONTENT_MARKERS = (b'"content":"', b'"text":"', b'"tool_calls"', b'"reasoning_content":"')
-
-
 def account_frame(payload: bytes, meter: UsageMeter) -> None:
-    """Token accounting of one SSE frame, parsing JSON only for the frames that carry totals."""
-    if any(marker in payload for marker in _ACCOUNTING_MARKERS):
+    """Token accounting of one SSE frame, parsing JSON only for the frames that carry totals;
+    the rest carry one token each, which is all that is counted of them."""
+    if b'"timings"' in payload or b'"usage"' in payload or b'"finish_reason":"' in payload:
         parsed = parse_json_payload(payload)
         if parsed is not None:
             meter.observe(parsed)
-    elif any(marker in payload for marker in _CONTENT_MARKERS):
+    elif (
+        b'"content":"' in payload
+        or b'"text":"' in payload
+        or b'"tool_calls"' in payload
+        or b'"reasoning_content":"' in payload
+    ):
         meter.chunks_with_content += 1
-        meter.mark_first_token()
+        if meter.first_token_at is None:
+            meter.mark_first_token()
 
 
-async def _relay_sse(
-    upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer
-) -> AsyncIterator[bytes]:
-    parser = SSEFrameParser()
-    meter = ctx.meter
-    try:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-            for payload in parser.feed(chunk):
-                account_frame(payload, meter)
-    except (asyncio.CancelledError, GeneratorExit):
-        ctx.error = "client disconnected"
-        raise
-    except httpx.HTTPError as exc:
-        ctx.error = f"upstream stream broke: {exc}"
-    finally:
-        await upstream.aclose()
-        ctx.meter.finish()
-        finalize(ctx)
+class SSERelay:
+    """A runner's event stream relayed to the client byte for byte, its frames reassembled only
+    to count tokens. Either iterated (any ASGI server) or pumped: `pump(write)` hands each
+    arrival to `write` straight from the runner connection's receive callback.
+
+    However it ends (done, runner error, client gone), the upstream response is closed (which
+    stops the generation) and `finalize` runs once: the lease is released, usage recorded.
+    """
+
+    def __init__(self, upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer) -> None:
+        self._upstream = upstream
+        self._ctx = ctx
+        self._finalize = finalize
+        self._parser = SSEFrameParser()
+        self._used = False
+
+    def _account(self, chunk: bytes) -> None:
+        meter = self._ctx.meter
+        for payload in self._parser.feed(chunk):
+            account_frame(payload, meter)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()  # claimed when iteration starts (Django calls aiter() early)
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        self._claim()
+        try:
+            async for chunk in self._upstream.aiter_raw():
+                yield chunk
+                self._account(chunk)
+        except (asyncio.CancelledError, GeneratorExit):
+            self._ctx.error = "client disconnected"
+            raise
+        except httpx.HTTPError as exc:
+            self._ctx.error = f"upstream stream broke: {exc}"
+        finally:
+            await self._end()
+
+    async def pump(self, write: Callable[[bytes], object]) -> None:
+        self._claim()
+        account = self._account
+
+        def relay(chunk: bytes) -> None:
+            write(chunk)
+            account(chunk)
+
+        stream = self._upstream.stream
+        try:
+            if isinstance(stream, RunnerBody):
+                await stream.pump(relay)
+            else:
+                async for chunk in self._upstream.aiter_raw():
+                    relay(chunk)
+        except asyncio.CancelledError:
+            self._ctx.error = "client disconnected"
+            raise
+        except httpx.HTTPError as exc:
+            self._ctx.error = f"upstream stream broke: {exc}"
+        finally:
+            await self._end()
+
+    async def aclose(self) -> None:
+        """Ends a relay nobody started (the response was never sent)."""
+        if not self._used:
+            self._used = True
+            await self._end()
+
+    def _claim(self) -> None:
+        if self._used:
+            raise RuntimeError("a relayed stream can be consumed once")
+        self._used = True
+
+    async def _end(self) -> None:
+        await self._upstream.aclose()
+        self._ctx.meter.finish()
+        self._finalize(self._ctx)
 
 
 def stream_response(

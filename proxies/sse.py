@@ -13,6 +13,8 @@ class SSEFrameParser:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if not self._buffer and _single_data_frame(chunk):
+            return [chunk[5:-2].lstrip(b" ")]  # the usual arrival: one whole `data: ...` frame
         self._buffer += chunk
         payloads: list[bytes] = []
         while True:
@@ -23,6 +25,16 @@ class SSEFrameParser:
             data = [line[5:].lstrip(b" ") for line in frame.splitlines() if line.startswith(b"data:")]
             if data:
                 payloads.append(b"\n".join(data))
+
+
+def _single_data_frame(chunk: bytes) -> bool:
+    """`data: <one line>\\n\\n` and nothing else (C-speed checks only)."""
+    return (
+        chunk.startswith(b"data: ")
+        and chunk.find(b"\n") == len(chunk) - 2
+        and chunk.endswith(b"\n\n")
+        and b"\r" not in chunk
+    )
 
 
 def _frame_end(buffer: bytes) -> tuple[int, int]:
