@@ -3,7 +3,12 @@
 - added latency p50/p99 of short non-streamed completions (target: p50 ≤ 1 ms over direct)
 - streamed tokens/s at 1, 8 and 64 concurrent streams (target: ≥ 98% of direct)
 
-Usage: .venv/bin/python bench/bench_gateway.py [--requests 200] [--tokens 64]
+All three run at once but only the one measured is let run (the others are SIGSTOPped), in
+interleaved rounds with the order rotated each round, so a slow spell of a shared machine falls
+on all of them alike; latency percentiles are over every round's samples, stream rates are the
+median of the rounds.
+
+Usage: .venv/bin/python bench/bench_gateway.py [--requests 200] [--tokens 256] [--rounds 3]
 Writes bench/results/gateway.json and prints a table.
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
@@ -22,16 +28,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llamaproxy.settings")
 
-from bench.common import free_port, llama_server_binary, start_stack, wait_http, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    RunningStack,
+    free_port,
+    llama_server_binary,
+    start_stack,
+    wait_http,
+    write_results,
+)
 from llamaproxy import gpu  # noqa: E402
 
 MODEL = "bench-small"
 PARALLEL = 64  # llama-server slots, the same for every contender
+CTX_SIZE = 32768  # 512 tokens per slot
+STREAMED_TOKENS = 4096  # streamed per concurrency level and round, at least
 
 
 async def post(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Response:
@@ -42,31 +58,25 @@ async def post(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Respons
         return await client.post(url, json=body)
 
 
-async def latency(
-    url: str,
-    model: str,
-    requests: int,
-    cost: dict | None = None,
-    cpu: Callable[[], float | None] | None = None,
-) -> list[float]:
+async def latency(url: str, model: str, requests: int) -> list[float]:
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
     samples = []
     async with httpx.AsyncClient(timeout=60) as client:
         for _ in range(10):  # warm-up: connections, caches
             (await post(client, url + "/v1/completions", body)).raise_for_status()
-        before = cpu() if cpu else None
         for _ in range(requests):
             began = time.perf_counter()
             response = await post(client, url + "/v1/completions", body)
             samples.append((time.perf_counter() - began) * 1000)
             response.raise_for_status()
-        if cpu and cost is not None and before is not None and (after := cpu()) is not None:
-            cost["per_request_us"] = (after - before) / requests * 1e6
     return samples
 
 
-async def stream_rate(url: str, model: str, streams: int, tokens: int) -> float:
-    """Total tokens/s across `streams` concurrent streamed completions of `tokens` tokens each."""
+async def stream_rate(url: str, model: str, streams: int, tokens: int, at_least: int) -> tuple[float, int]:
+    """Total tokens/s across `streams` concurrent streamed completions of `tokens` tokens each,
+    in as many batches as it takes to stream `at_least` tokens (a single stream of a few hundred
+    tokens is over too soon to time). Also returns how many tokens were streamed, warm-up
+    included (for the CPU cost per token)."""
     body = {"model": model, "prompt": "Tell me", "max_tokens": tokens, "stream": True, "ignore_eos": True}
 
     async def one(client: httpx.AsyncClient) -> int:
@@ -85,12 +95,14 @@ async def stream_rate(url: str, model: str, streams: int, tokens: int) -> float:
         return 0
 
     limits = httpx.Limits(max_connections=streams + 4)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        await one(client)  # warm-up
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        streamed = await one(client)  # warm-up
+        total = 0
         began = time.perf_counter()
-        counts = await asyncio.gather(*(one(client) for _ in range(streams)))
+        while total < at_least:
+            total += sum(await asyncio.gather(*(one(client) for _ in range(streams))))
         elapsed = time.perf_counter() - began
-    return sum(counts) / elapsed
+    return total / elapsed, streamed + total
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -98,45 +110,83 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(
-    url: str,
-    model: str,
-    requests: int,
-    tokens: int,
-    concurrency: list[int],
-    cpu: Callable[[], float | None] | None = None,
-) -> dict:
-    """Latency and stream rates; with `cpu` (the gateway's CPU seconds), its CPU cost per
-    request and per streamed token too: the overhead itself, which timings on a busy 2-core
-    machine show only through noise."""
-    cost: dict = {}
-    samples = await latency(url, model, requests, cost, cpu)
-    result = {
+def process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+class Contender:
+    """One server under test. Only the one being measured runs: the others are stopped with
+    SIGSTOP (whole process trees), so idle services take nothing from it."""
+
+    def __init__(
+        self, name: str, url: str, model: str, pid: int, cpu: Callable[[], float | None] | None = None
+    ):
+        self.name, self.url, self.model, self.pid, self.cpu = name, url, model, pid, cpu
+
+    def pause(self) -> None:
+        for proc in process_tree(self.pid):
+            with contextlib.suppress(psutil.Error):
+                proc.suspend()
+
+    def resume(self) -> None:
+        for proc in process_tree(self.pid):
+            with contextlib.suppress(psutil.Error):
+                proc.resume()
+
+
+async def measure_round(
+    contender: Contender, requests: int, tokens: int, concurrency: list[int], into: dict
+) -> None:
+    """One round of every measurement, added to `into`: latency samples, stream rates, and with
+    `cpu` (the gateway's CPU seconds) its CPU cost per request and per streamed token: the
+    overhead itself, which timings on a busy 2-core machine show only through noise."""
+    cost = into.setdefault("cpu", {"seconds": 0.0, "requests": 0, "tokens": {}})
+    cpu = contender.cpu
+    before = cpu() if cpu else None
+    into.setdefault("samples", []).extend(await latency(contender.url, contender.model, requests))
+    if cpu and before is not None and (after := cpu()) is not None:
+        cost["seconds"] += after - before
+        cost["requests"] += requests
+    for streams in concurrency:
+        before = cpu() if cpu else None
+        rate, streamed = await stream_rate(contender.url, contender.model, streams, tokens, STREAMED_TOKENS)
+        into.setdefault("rates", {}).setdefault(str(streams), []).append(rate)
+        if cpu and before is not None and (after := cpu()) is not None:
+            spent = cost["tokens"].setdefault(str(streams), [0.0, 0])
+            spent[0] += after - before
+            spent[1] += streamed
+
+
+def summarize(into: dict) -> dict:
+    samples = into["samples"]
+    result: dict = {
         "latency_ms": {
             "p50": percentile(samples, 0.5),
             "p99": percentile(samples, 0.99),
             "mean": statistics.mean(samples),
         },
-        "stream_tokens_per_second": {},
+        "stream_tokens_per_second": {s: statistics.median(r) for s, r in into["rates"].items()},
+        "stream_tokens_per_second_rounds": into["rates"],
     }
-    for streams in concurrency:
-        before = cpu() if cpu else None
-        result["stream_tokens_per_second"][str(streams)] = await stream_rate(url, model, streams, tokens)
-        if cpu and before is not None and (after := cpu()) is not None:
-            # stream_rate runs one warm-up stream, then `streams` streams of `tokens` tokens.
-            cost.setdefault("per_streamed_token_us", {})[str(streams)] = (
-                (after - before) / ((streams + 1) * tokens) * 1e6
-            )
-    if cost:
-        result["gateway_cpu"] = cost
+    cost = into["cpu"]
+    if cost["requests"]:
+        result["gateway_cpu"] = {
+            "per_request_us": cost["seconds"] / cost["requests"] * 1e6,
+            "per_streamed_token_us": {s: sec / n * 1e6 for s, (sec, n) in cost["tokens"].items()},
+        }
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=200, help="short completions per round")
+    parser.add_argument("--tokens", type=int, default=256, help="tokens per streamed completion")
     parser.add_argument("--concurrency", default="1,8,64")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
 
@@ -159,15 +209,17 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
-    model_args = ["--ctx-size", "8192", "--parallel", str(PARALLEL)]
+    model_args = ["--ctx-size", str(CTX_SIZE), "--parallel", str(PARALLEL)]
     results: dict = {
         "machine": platform.node(),
         "cpus": os.cpu_count(),
         "model": "small (60M Q8_0)",
         "gpus": [g.name for g in gpu.gpus() or []],
         "tokens": args.tokens,
+        "rounds": args.rounds,
     }
-    processes: list[subprocess.Popen] = []
+    processes: list[subprocess.Popen | RunningStack] = []
+    contenders: list[Contender] = []
     try:
         port = free_port()
         direct = subprocess.Popen(
@@ -186,20 +238,20 @@ def main() -> None:
         )
         processes.append(direct)
         wait_http(f"http://127.0.0.1:{port}/health")
-        results["direct"] = asyncio.run(
-            measure(f"http://127.0.0.1:{port}", MODEL, args.requests, args.tokens, concurrency)
-        )
-        direct.terminate()
-        direct.wait()
+        contenders.append(Contender("direct", f"http://127.0.0.1:{port}", MODEL, direct.pid))
 
         stack = start_stack(work, binary, models)
         processes.append(stack)
-        api = f"http://127.0.0.1:{stack.api_port}"
-        stack.patch_model(MODEL, {"parameters": {"ctx_size": 8192, "parallel": PARALLEL}})
-        results["llamaproxy"] = asyncio.run(
-            measure(api, MODEL, args.requests, args.tokens, concurrency, cpu=stack.gateway_cpu_seconds)
+        stack.patch_model(MODEL, {"parameters": {"ctx_size": CTX_SIZE, "parallel": PARALLEL}})
+        contenders.append(
+            Contender(
+                "llamaproxy",
+                f"http://127.0.0.1:{stack.api_port}",
+                MODEL,
+                stack.proc.pid,
+                stack.gateway_cpu_seconds,
+            )
         )
-        stack.stop()
 
         port = free_port()
         router = subprocess.Popen(
@@ -218,17 +270,46 @@ def main() -> None:
         )
         processes.append(router)
         wait_http(f"http://127.0.0.1:{port}/health")
-        try:
-            results["llama_router"] = asyncio.run(
-                measure(f"http://127.0.0.1:{port}", MODEL, args.requests, args.tokens, concurrency)
-            )
-        except httpx.HTTPError as exc:
-            results["llama_router"] = {"error": str(exc)}
+        contenders.append(Contender("llama_router", f"http://127.0.0.1:{port}", MODEL, router.pid))
+
+        collected: dict[str, dict] = {c.name: {} for c in contenders}
+        failed: dict[str, str] = {}
+        for contender in contenders:
+            contender.pause()
+        for round_no in range(args.rounds):
+            # A different order each round, so no contender always runs first or last.
+            order = contenders[round_no % len(contenders) :] + contenders[: round_no % len(contenders)]
+            for contender in order:
+                if contender.name in failed:
+                    continue
+                contender.resume()
+                try:
+                    asyncio.run(
+                        measure_round(
+                            contender, args.requests, args.tokens, concurrency, collected[contender.name]
+                        )
+                    )
+                except httpx.HTTPError as exc:
+                    if contender.name == "llama_router":  # the peer is optional: report, go on
+                        failed[contender.name] = str(exc) or type(exc).__name__
+                    else:
+                        raise
+                finally:
+                    contender.pause()
+                print(f"round {round_no + 1}/{args.rounds}: {contender.name} measured", flush=True)
+        for contender in contenders:
+            contender.resume()
+            if contender.name in failed:
+                results[contender.name] = {"error": failed[contender.name]}
+            else:
+                results[contender.name] = summarize(collected[contender.name])
     finally:
+        for contender in contenders:
+            contender.resume()
         for proc in processes:
             if proc.poll() is None:
                 proc.terminate()
-                proc.wait(timeout=15)
+                proc.wait(timeout=20)
 
     direct_result = results["direct"]
     summary = {}

@@ -1,9 +1,11 @@
-"""A lean HTTP/1.1 transport for the relay's requests to the runners.
+"""A lean HTTP/1.1 client for the relay's requests to the runners (llama-server on 127.0.0.1).
 
 httpx's default stack (client layers, httpcore, anyio) spends about 0.5 ms of CPU per request,
-which on a small machine is taken straight from llama-server's generation. This transport keeps
-httpx's Request/Response types and exceptions but does the I/O itself: h11 for the protocol,
-asyncio streams, pooled keep-alive connections, and the whole request written in one send.
+and h11's general machinery (event objects, state checks, a regex per line and chunk) most of
+what was left, all taken on a small machine straight from llama-server's generation. This
+client keeps httpx's Response type and exceptions but does the rest itself: the request written
+in one send, the response head and body framing (Content-Length, chunked, until close) parsed
+here, asyncio protocols, and pooled keep-alive connections.
 
 A reused keep-alive connection that the runner closed before answering (llama-server does this)
 is retried once on a fresh connection; nothing of the response had arrived, so this is safe.
@@ -14,12 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
-import h11
 import httpx
 
 CONNECT_TIMEOUT = 10.0
 MAX_IDLE_PER_HOST = 64
+MAX_HEAD = 65536
+
+
+class ProtocolError(Exception):
+    """The runner's HTTP was malformed, or ended early."""
 
 
 class _RunnerProtocol(asyncio.Protocol):
@@ -81,17 +88,53 @@ class _RunnerProtocol(asyncio.Protocol):
                 self._waiter = None
         return self.take_buffered()
 
-    @property
-    def at_eof(self) -> bool:
-        return self.eof and not self._buffer
+
+@dataclass
+class Head:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]  # names lower-cased, values stripped
+    version: bytes
+
+
+def parse_head(data: bytes) -> Head:
+    """A response's status line and header lines (without the blank line that ends them)."""
+    lines = data.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        raise ProtocolError(f"bad status line {lines[0][:60]!r}")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
+            raise ProtocolError(f"bad header line {line[:60]!r}")
+        headers.append((name.lower(), value.strip(b" \t")))
+    return Head(int(parts[1]), parts[2] if len(parts) == 3 else b"", headers, parts[0][5:])
+
+
+def request_bytes(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None
+) -> bytes:
+    """The request as it goes on the wire. A header that could not be written faithfully (a line
+    break or a colon where none may be) is left out rather than let it split the request."""
+    if not target or b" " in target or b"\r" in target or b"\n" in target:
+        raise httpx.LocalProtocolError(f"bad request target {target[:60]!r}")
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        if b":" in name or b"\r" in name + value or b"\n" in name + value or not name or b" " in name:
+            continue
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    if body:
+        lines.append(body)
+    return b"".join(lines)
 
 
 class _Connection:
     def __init__(self, protocol: _RunnerProtocol) -> None:
         self.protocol = protocol
         self.transport = protocol.transport
-        self.h11 = h11.Connection(h11.CLIENT)
-        self.body_done = False  # the response body was decoded outside h11 (chunked)
+        self.pending = b""  # received and not yet consumed
         self.keep_alive = True
 
     def close(self) -> None:
@@ -102,26 +145,38 @@ class _Connection:
     def usable(self) -> bool:
         return not self.protocol.eof and not self.transport.is_closing()
 
-    @property
-    def reusable(self) -> bool:
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
-
-    async def next_event(self) -> h11.Event | type[h11.NEED_DATA]:
+    async def read_head(self) -> Head:
+        """The next final response head (1xx interim answers skipped); ConnectionResetError when
+        the runner closed before sending a byte of it."""
+        buffer = self.pending
         while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                head = parse_head(buffer[:end])
+                buffer = buffer[end + 4 :]
+                if 100 <= head.status < 200:
+                    continue
+                self.pending = buffer
+                return head
+            if len(buffer) > MAX_HEAD:
+                raise ProtocolError("response head too long")
             data = await self.protocol.read()
-            self.h11.receive_data(data)  # b"" means the peer closed: h11 turns it into an error or end
+            if not data:
+                if buffer:
+                    raise ProtocolError("the runner closed the connection mid-head")
+                raise ConnectionResetError("closed before answering")
+            buffer += data
+
+    def take_pending(self) -> bytes:
+        data, self.pending = self.pending, b""
+        return data
 
 
 class ChunkedDecoder:
     """`Transfer-Encoding: chunked` decoding for the relay's hot path (streamed completions).
 
-    h11's general machinery (an event object, state checks and a regex per chunk) was about a
-    quarter of the gateway's CPU per streamed token; this does only what a response body needs.
     `feed` returns every payload byte that is complete so far, joined; `done` once the last chunk
-    and its (ignored) trailers have been read. Malformed framing raises h11.RemoteProtocolError.
+    and its (ignored) trailers have been read. Malformed framing raises ProtocolError.
     """
 
     MAX_LINE = 4096
@@ -151,14 +206,14 @@ class ChunkedDecoder:
                 if end - at < 2:
                     break
                 if buffer[at : at + 2] != b"\r\n":
-                    raise h11.RemoteProtocolError("chunk not followed by CRLF")
+                    raise ProtocolError("chunk not followed by CRLF")
                 at += 2
                 self._crlf = False
             else:
                 line_end = buffer.find(b"\r\n", at)
                 if line_end < 0:
                     if end - at > self.MAX_LINE:
-                        raise h11.RemoteProtocolError("chunk header too long")
+                        raise ProtocolError("chunk header too long")
                     break
                 line = buffer[at:line_end]
                 at = line_end + 2
@@ -169,47 +224,96 @@ class ChunkedDecoder:
                 try:
                     size = int(size_text, 16)
                 except ValueError:
-                    raise h11.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
                 if size < 0:
-                    raise h11.RemoteProtocolError("negative chunk size")
+                    raise ProtocolError("negative chunk size")
                 if size == 0:
                     self._trailers = True
                 else:
                     self._left = size
         self._buffer = buffer[at:]
         if self.done and self._buffer:
-            raise h11.RemoteProtocolError("data after the end of a chunked body")
+            raise ProtocolError("data after the end of a chunked body")
         return b"".join(out)
 
 
 class RunnerBody(httpx.AsyncByteStream):
     """The response body; returns the connection to the pool once fully read, else closes it
-    (closing is how a client's disconnect reaches the runner and stops its generation)."""
+    (closing is how a client's disconnect reaches the runner and stops its generation).
+    `length`: the Content-Length, or None for a chunked body, or -1 for one that ends at close."""
 
     def __init__(
-        self, transport: LoopbackTransport, key: tuple[str, int], conn: _Connection, chunked: bool = False
+        self, transport: LoopbackTransport, key: tuple[str, int], conn: _Connection, length: int | None
     ) -> None:
         self._transport = transport
         self._key = key
         self._conn: _Connection | None = conn
-        self._chunked = chunked
+        self._length = length
+
+    @property
+    def chunked(self) -> bool:
+        return self._length is None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self._conn
         if conn is None:
             return
         try:
-            if self._chunked:
-                async for data in self._chunked_body(conn):
-                    yield data
+            if self._length is None:
+                body = self._chunked_body(conn)
+            elif self._length < 0:
+                body = self._body_until_close(conn)
             else:
-                async for data in self._h11_body(conn):
-                    yield data
-        except h11.RemoteProtocolError as exc:
+                body = self._sized_body(conn, self._length)
+            async for data in body:
+                yield data
+        except ProtocolError as exc:
             raise httpx.RemoteProtocolError(str(exc)) from exc
         except OSError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-        self._release()
+        self._release(complete=True)
+
+    async def _sized_body(self, conn: _Connection, length: int) -> AsyncIterator[bytes]:
+        left = length
+        data = conn.take_pending()
+        while True:
+            if len(data) > left:
+                raise ProtocolError("more data than the Content-Length")
+            if data:
+                left -= len(data)
+                yield data
+            if not left:
+                return
+            data = await conn.protocol.read()
+            if not data:
+                raise ProtocolError("the runner closed the connection mid-response")
+
+    async def _body_until_close(self, conn: _Connection) -> AsyncIterator[bytes]:
+        conn.keep_alive = False
+        data = conn.take_pending()
+        while True:
+            if data:
+                yield data
+            data = await conn.protocol.read()
+            if not data:
+                return
+
+    async def _chunked_body(self, conn: _Connection) -> AsyncIterator[bytes]:
+        decoder = ChunkedDecoder()
+        received = conn.take_pending()
+        while True:
+            data = decoder.feed(received)
+            if data:
+                yield data
+            if decoder.done:
+                return
+            received = await conn.protocol.read()
+            if not received:
+                raise ProtocolError("the runner closed the connection mid-response")
+
+    async def read(self) -> bytes:
+        """The whole body, as it came (httpx's `aread` less its decoding layers)."""
+        return b"".join([data async for data in self])
 
     async def pump(self, on_data: Callable[[bytes], None]) -> None:
         """Hand the body to `on_data` as it arrives, called from the connection's own receive
@@ -218,7 +322,7 @@ class RunnerBody(httpx.AsyncByteStream):
         conn = self._conn
         if conn is None:
             return
-        if not self._chunked:
+        if not self.chunked:
             async for data in self:
                 on_data(data)
             return
@@ -241,84 +345,26 @@ class RunnerBody(httpx.AsyncByteStream):
 
         def closed() -> None:
             if not finished.done():
-                finished.set_exception(
-                    h11.RemoteProtocolError("the runner closed the connection mid-response")
-                )
+                finished.set_exception(ProtocolError("the runner closed the connection mid-response"))
 
-        pending, was_closed = conn.h11.trailing_data
         try:
-            feed(bytes(pending) + protocol.take_buffered())
-            if was_closed or protocol.eof:
+            feed(conn.take_pending() + protocol.take_buffered())
+            if protocol.eof:
                 closed()
             else:
                 protocol.sink, protocol.on_close = feed, closed
             await finished
-        except h11.RemoteProtocolError as exc:
+        except ProtocolError as exc:
             raise httpx.RemoteProtocolError(str(exc)) from exc
         finally:
             protocol.sink = protocol.on_close = None
-        conn.body_done = True
-        self._release()
+        self._release(complete=True)
 
-    async def _chunked_body(self, conn: _Connection) -> AsyncIterator[bytes]:
-        """Chunked bodies (streams) decoded here; h11 is handed a fresh cycle afterwards."""
-        decoder = ChunkedDecoder()
-        pending, closed = conn.h11.trailing_data
-        data = decoder.feed(bytes(pending))
-        if data:
-            yield data
-        while not decoder.done:
-            if closed:
-                raise h11.RemoteProtocolError("the runner closed the connection mid-response")
-            received = await conn.protocol.read()
-            if not received:
-                raise h11.RemoteProtocolError("the runner closed the connection mid-response")
-            data = decoder.feed(received)
-            if data:
-                yield data
-        conn.body_done = True
-
-    async def _h11_body(self, conn: _Connection) -> AsyncIterator[bytes]:
-        while True:
-            event = await conn.next_event()
-            if isinstance(event, h11.EndOfMessage):
-                break
-            if isinstance(event, h11.ConnectionClosed):
-                raise httpx.RemoteProtocolError("the runner closed the connection mid-response")
-            if not isinstance(event, h11.Data):
-                continue
-            # Everything already received goes out as one chunk: under load several tokens
-            # arrive in one read, and one write downstream costs less than one each.
-            parts = [bytes(event.data)]
-            finished = False
-            while True:
-                event = conn.h11.next_event()
-                if isinstance(event, h11.Data):
-                    parts.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    finished = True
-                    break
-                else:  # NEED_DATA, or a close that the next round reports again and raises on
-                    break
-            yield b"".join(parts)
-            if finished:
-                break
-
-    def _release(self) -> None:
+    def _release(self, complete: bool = False) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if conn.body_done:
-            # Decoded here: h11 still thinks the body is coming. The response was complete and
-            # keep-alive; a fresh protocol state serves the next request.
-            if conn.h11.our_state is h11.DONE and conn.keep_alive:
-                conn.h11 = h11.Connection(h11.CLIENT)
-                conn.body_done = False
-                self._transport.put_idle(self._key, conn)
-            else:
-                conn.close()
-        elif conn.reusable:
-            conn.h11.start_next_cycle()
+        if complete and conn.keep_alive and not conn.pending:
             self._transport.put_idle(self._key, conn)
         else:
             conn.close()
@@ -384,45 +430,41 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         """The relay's path: no httpx.Request to build (its URL and header models cost more than
         the rest of the request). `headers` must carry Host, and Content-Length with a body."""
         key = (host, port)
-        event = h11.Request(method=method, target=target, headers=headers)
+        data = request_bytes(method, target, headers, body)
         conn = self._take_idle(key)
         reused = conn is not None
         for attempt in (1, 2):
             if conn is None:
                 conn = await self._connect(host, port)
             try:
-                data = conn.h11.send(event) or b""
-                if body:
-                    data += conn.h11.send(h11.Data(data=body)) or b""
-                data += conn.h11.send(h11.EndOfMessage()) or b""
                 conn.transport.write(data)
-                head = await conn.next_event()
-                if isinstance(head, h11.ConnectionClosed):
-                    raise ConnectionResetError("closed before answering")
-                if not isinstance(head, h11.Response):
-                    raise httpx.RemoteProtocolError(f"unexpected answer from the runner: {head!r}")
-            except (OSError, h11.RemoteProtocolError, h11.LocalProtocolError) as exc:
+                head = await conn.read_head()
+            except (OSError, ProtocolError) as exc:
                 conn.close()
-                if reused and attempt == 1:
+                if reused and attempt == 1 and isinstance(exc, ConnectionResetError):
                     conn, reused = None, False  # the runner dropped an idle connection: once more, fresh
                     continue
                 raise httpx.RemoteProtocolError(f"the runner did not answer: {exc}") from exc
             break
-        chunked = False
-        conn.keep_alive = True
+        length: int | None = -1
+        conn.keep_alive = head.version == b"1.1"
         for name, value in head.headers:
             if name == b"transfer-encoding":
-                chunked = value.lower() == b"chunked"
+                if value.lower() == b"chunked":
+                    length = None
+            elif name == b"content-length" and length == -1:
+                if not value.isdigit():
+                    conn.close()
+                    raise httpx.RemoteProtocolError(f"bad Content-Length {value[:20]!r}")
+                length = int(value)
             elif name == b"connection" and b"close" in value.lower():
                 conn.keep_alive = False
-        if head.http_version != b"1.1":
-            conn.keep_alive = False
-        if method == b"HEAD" or head.status_code in (204, 304):
-            chunked = False  # no body whatever the headers say: h11 knows
+        if method == b"HEAD" or head.status in (204, 304):
+            length = 0  # no body whatever the headers say
         return httpx.Response(
-            head.status_code,
+            head.status,
             headers=head.headers,
-            stream=RunnerBody(self, key, conn, chunked),
+            stream=RunnerBody(self, key, conn, length),
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )

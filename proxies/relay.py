@@ -142,7 +142,11 @@ async def passthrough(upstream: httpx.Response, ctx: RelayContext, finalize: Fin
             response_headers(upstream),
         )
     try:
-        body = await upstream.aread()
+        stream = upstream.stream
+        if isinstance(stream, RunnerBody) and "content-encoding" not in upstream.headers:
+            body = await stream.read()
+        else:
+            body = await upstream.aread()
     finally:
         await upstream.aclose()
     if "json" in content_type:

@@ -215,11 +215,9 @@ def test_the_chunked_decoder_reads_any_split_with_extensions_and_trailers() -> N
     ],
 )
 def test_the_chunked_decoder_refuses_bad_framing(data: bytes, problem: str) -> None:
-    import h11
+    from proxies.loopback import ChunkedDecoder, ProtocolError
 
-    from proxies.loopback import ChunkedDecoder
-
-    with pytest.raises(h11.RemoteProtocolError, match=problem):
+    with pytest.raises(ProtocolError, match=problem):
         ChunkedDecoder().feed(data)
 
 
@@ -233,7 +231,7 @@ async def test_a_connection_is_reused_after_a_chunked_stream_read_to_the_end() -
             await read_request(reader)
             head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
             frame = b"data: %d\n\n" % index
-            # The head, a chunk and the end in one write: the decoder starts from h11's leftovers.
+            # The head, a chunk and the end in one write: the decoder starts from what the head left.
             writer.write(head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(frame), frame))
             await writer.drain()
 
@@ -245,3 +243,148 @@ async def test_a_connection_is_reused_after_a_chunked_stream_read_to_the_end() -
             assert await response.aread() == b"data: %d\n\n" % index
         await transport.aclose()
     assert connections == 1
+
+
+# --- the response head, the request bytes, and bodies framed every way ---------------------------
+
+
+def test_a_response_head_is_parsed_names_lowercased_values_stripped() -> None:
+    from proxies.loopback import parse_head
+
+    head = parse_head(b"HTTP/1.1 404 Not Found\r\nContent-Type:  application/json \r\nX-A: 1:2")
+    assert (head.status, head.reason, head.version) == (404, b"Not Found", b"1.1")
+    assert head.headers == [(b"content-type", b"application/json"), (b"x-a", b"1:2")]
+    assert parse_head(b"HTTP/1.0 200").reason == b""
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/2 200 OK",
+        b"HTTP/1.1 2000 OK",
+        b"ICY 200 OK",
+        b"HTTP/1.1 200 OK\r\nNo colon",
+        b"HTTP/1.1 200 OK\r\n folded: x",
+        b"HTTP/1.1 200 OK\r\nName : x",
+    ],
+)
+def test_a_malformed_head_is_a_protocol_error(data: bytes) -> None:
+    from proxies.loopback import ProtocolError, parse_head
+
+    with pytest.raises(ProtocolError):
+        parse_head(data)
+
+
+def test_a_request_is_one_block_and_a_header_with_a_line_break_is_left_out() -> None:
+    from proxies.loopback import request_bytes
+
+    data = request_bytes(
+        b"POST",
+        b"/v1/x",
+        [(b"host", b"h:1"), (b"x-evil", b"a\r\nInjected: yes"), (b"bad name", b"v"), (b"x-ok", b"1")],
+        b"{}",
+    )
+    assert data == b"POST /v1/x HTTP/1.1\r\nhost: h:1\r\nx-ok: 1\r\n\r\n{}"
+    with pytest.raises(httpx.LocalProtocolError):
+        request_bytes(b"GET", b"/a b", [], None)
+
+
+async def test_interim_answers_are_skipped_and_a_body_until_close_is_read_whole() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\npart one, ")
+        await writer.drain()
+        writer.write(b"part two")
+        writer.close()
+
+    server, base = await serve(handler)
+    async with server:
+        response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/x"))
+        assert response.status_code == 200
+        assert await asyncio.wait_for(response.aread(), 5) == b"part one, part two"
+
+
+async def test_a_body_longer_or_shorter_than_its_content_length_is_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+        await writer.drain()
+        writer.close()
+
+    server, base = await serve(handler)
+    async with server:
+        response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/x"))
+        with pytest.raises(httpx.RemoteProtocolError, match="mid-response"):
+            await asyncio.wait_for(response.aread(), 5)
+
+
+async def test_a_pumped_stream_reaches_the_callback_as_it_arrives_and_the_connection_is_reused() -> None:
+    connections = 0
+    frames = [b"data: %d\n\n" % index for index in range(5)]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for _ in range(2):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for frame in frames:
+                writer.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+                await writer.drain()
+                await asyncio.sleep(0.002)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        for _ in range(2):
+            response = await transport.handle_async_request(httpx.Request("GET", base + "/s"))
+            received: list[bytes] = []
+            await asyncio.wait_for(response.stream.pump(received.append), 5)
+            assert b"".join(received) == b"".join(frames) and len(received) >= 3
+        await transport.aclose()
+    assert connections == 1
+
+
+async def test_a_pump_ends_with_an_error_when_the_runner_closes_mid_stream() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+
+    server, base = await serve(handler)
+    async with server:
+        response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/s"))
+        received: list[bytes] = []
+        with pytest.raises(httpx.RemoteProtocolError):
+            await asyncio.wait_for(response.stream.pump(received.append), 5)
+        assert received == [b"hello"]
+
+
+async def test_a_cancelled_pump_drops_the_connection() -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"5\r\nhello\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.005)
+        except (ConnectionError, OSError):
+            closed.set()
+
+    server, base = await serve(handler)
+    async with server:
+        response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/s"))
+        pump = asyncio.create_task(response.stream.pump(lambda data: None))
+        await asyncio.sleep(0.05)
+        pump.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pump
+        await response.aclose()
+        await asyncio.wait_for(closed.wait(), 5)
