@@ -28,6 +28,7 @@ from django.test.utils import override_settings  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
 from llamaproxy.daphne_tuning import abort, body_writer  # noqa: E402
+from llamaproxy.fast_lane import fast_lane  # noqa: E402
 from llamaproxy.routing import websocket_urlpatterns  # noqa: E402
 
 LEAN_MIDDLEWARE = ["llamaproxy.middleware.FaceRoutingMiddleware"]
@@ -48,6 +49,17 @@ class LeanASGIHandler(ASGIHandler):
 
     async def __call__(self, scope, receive, send):
         await self.handle(scope, receive, send)
+
+    async def run_get_response(self, request):
+        """The relay's busiest routes skip URL resolving, middleware and django-ninja's wrapper
+        (see fast_lane.py); everything else takes Django's path."""
+        lane = fast_lane.lane(request)
+        if lane is None:
+            return await super().run_get_response(request)
+        response = await fast_lane.run(lane, request)
+        response._resource_closers.append(request.close)
+        response._handler_class = self.__class__
+        return response
 
     async def send_response(self, response, send):
         """Relayed streams skip Django's iterator wrappers: each upstream chunk is sent as is,
