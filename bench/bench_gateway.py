@@ -133,7 +133,7 @@ class Contender:
                 proc.suspend()
 
     def resume(self) -> None:
-        for proc in process_tree(self.pid):
+        for proc in reversed(process_tree(self.pid)):  # children first: the parent finds them running
             with contextlib.suppress(psutil.Error):
                 proc.resume()
 

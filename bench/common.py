@@ -131,6 +131,12 @@ def start_stack(work: Path, binary: Path, models: Path, **overrides: str) -> Run
     )
     stack = RunningStack(proc, env, ports["API"], ports["DASHBOARD"], work / "home")
     wait_http(f"http://127.0.0.1:{ports['DASHBOARD']}/health")
+    # Up to the end of serve's own start-up checks (a benchmark may pause the whole tree next).
+    deadline = time.monotonic() + 60
+    while b"Press Ctrl-C to stop." not in (work / "serve.log").read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"llamaproxy did not finish starting; see {work / 'serve.log'}")
+        time.sleep(0.05)
     return stack
 
 

@@ -7,6 +7,7 @@ cancels the generation upstream; the lease is released and usage recorded there 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -225,35 +226,33 @@ class SSERelay:
         return self._iterate()  # claimed when iteration starts (Django calls aiter() early)
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        self._claim()
-        try:
+        async with self._consuming():
             async for chunk in self._upstream.aiter_raw():
                 yield chunk
                 self._account(chunk)
-        except (asyncio.CancelledError, GeneratorExit):
-            self._ctx.error = "client disconnected"
-            raise
-        except httpx.HTTPError as exc:
-            self._ctx.error = f"upstream stream broke: {exc}"
-        finally:
-            await self._end()
 
     async def pump(self, write: Callable[[bytes], object]) -> None:
-        self._claim()
         account = self._account
 
         def relay(chunk: bytes) -> None:
             write(chunk)
             account(chunk)
 
-        stream = self._upstream.stream
-        try:
+        async with self._consuming():
+            stream = self._upstream.stream
             if isinstance(stream, RunnerBody):
                 await stream.pump(relay)
             else:
                 async for chunk in self._upstream.aiter_raw():
                     relay(chunk)
-        except asyncio.CancelledError:
+
+    @contextlib.asynccontextmanager
+    async def _consuming(self) -> AsyncIterator[None]:
+        """Once only; how it ended goes on the record, and it always ends the relay."""
+        self._claim()
+        try:
+            yield
+        except (asyncio.CancelledError, GeneratorExit):
             self._ctx.error = "client disconnected"
             raise
         except httpx.HTTPError as exc:

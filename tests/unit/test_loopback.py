@@ -177,17 +177,26 @@ async def test_chunks_that_arrive_together_are_passed_on_together_byte_for_byte(
     assert len(chunks) == 1
 
 
-async def test_a_connection_closed_mid_body_is_an_error_not_a_hang() -> None:
+@pytest.mark.parametrize(
+    "answer, problem",
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", "mid-response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "mid-response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntoo long", "more data than"),
+    ],
+    ids=["chunked-cut", "shorter-than-length", "longer-than-length"],
+)
+async def test_a_body_cut_short_or_overlong_is_an_error_not_a_hang(answer: bytes, problem: str) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        writer.write(answer)
         await writer.drain()
         writer.close()
 
     server, base = await serve(handler)
     async with server:
         response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/s"))
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx.RemoteProtocolError, match=problem):
             await asyncio.wait_for(response.aread(), 5)
 
 
@@ -302,20 +311,6 @@ async def test_interim_answers_are_skipped_and_a_body_until_close_is_read_whole(
         response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/x"))
         assert response.status_code == 200
         assert await asyncio.wait_for(response.aread(), 5) == b"part one, part two"
-
-
-async def test_a_body_longer_or_shorter_than_its_content_length_is_an_error() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
-        await writer.drain()
-        writer.close()
-
-    server, base = await serve(handler)
-    async with server:
-        response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/x"))
-        with pytest.raises(httpx.RemoteProtocolError, match="mid-response"):
-            await asyncio.wait_for(response.aread(), 5)
 
 
 async def test_a_pumped_stream_reaches_the_callback_as_it_arrives_and_the_connection_is_reused() -> None:

@@ -97,3 +97,12 @@ async def test_other_servers_sends_get_no_direct_writer() -> None:
     async def send(message: dict) -> None: ...
 
     assert body_writer(send) is None and abort(send) is False
+
+
+async def test_an_iterated_relay_closed_early_is_a_client_disconnect_and_closes_the_upstream() -> None:
+    upstream = Upstream(FRAMES)
+    stream, ctx, done = relay(upstream)
+    iterator = aiter(stream)
+    assert await anext(iterator) == FRAMES[0]
+    await iterator.aclose()
+    assert done == [ctx] and ctx.error == "client disconnected" and upstream.closed
