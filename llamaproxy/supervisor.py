@@ -78,7 +78,7 @@ class Supervisor:
         self.start_child("worker", args, grace=5.0)
 
     def start_gateway(self) -> None:
-        args = [sys.executable, "-m", "daphne", "-v", "2" if self.debug else "1"]
+        args = [sys.executable, "-m", "llamaproxy.daphne_main", "-v", "2" if self.debug else "1"]
         for port in settings.CONFIG.enabled_faces().values():
             args += ["-e", f"tcp:port={port}:interface={_twisted_interface(settings.LLAMAPROXY_HOST)}"]
         args.append("llamaproxy.asgi:application")

@@ -31,7 +31,7 @@ def test_serve_answers_health_on_all_four_ports_and_sigterm_leaves_nothing_runni
 
     started = stack.all_processes()
     names = " ".join(" ".join(p.cmdline()) for p in started)
-    assert "celery" in names and "daphne" in names and "redis-server" in names
+    assert "celery" in names and "llamaproxy.daphne_main" in names and "redis-server" in names
 
     began = time.monotonic()
     code = stack.stop(signal.SIGTERM)
