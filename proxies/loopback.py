@@ -71,6 +71,10 @@ class _RunnerProtocol(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    @property
+    def has_data(self) -> bool:
+        return bool(self._buffer)
+
     def take_buffered(self) -> bytes:
         data = b"".join(self._buffer)
         self._buffer.clear()
@@ -143,7 +147,9 @@ class _Connection:
 
     @property
     def usable(self) -> bool:
-        return not self.protocol.eof and not self.transport.is_closing()
+        """Open, and nothing arrived unasked (bytes on an idle connection would be read as the
+        next answer's head)."""
+        return not self.protocol.eof and not self.transport.is_closing() and not self.protocol.has_data
 
     async def read_head(self) -> Head:
         """The next final response head (1xx interim answers skipped); ConnectionResetError when

@@ -383,3 +383,32 @@ async def test_a_cancelled_pump_drops_the_connection() -> None:
             await pump
         await response.aclose()
         await asyncio.wait_for(closed.wait(), 5)
+
+
+async def test_an_idle_connection_that_received_stray_bytes_is_not_reused() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(reply(b"ok"))
+                await writer.drain()
+                if connections == 1:  # then, once the answer has been read, bytes nobody asked for
+                    await asyncio.sleep(0.02)
+                    writer.write(b"garbage")
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        for _ in range(2):
+            response = await transport.handle_async_request(httpx.Request("GET", base + "/x"))
+            assert await response.aread() == b"ok"
+            await asyncio.sleep(0.05)  # the stray bytes arrive while the connection is idle
+        await transport.aclose()
+    assert connections == 2
