@@ -58,18 +58,25 @@ async def post(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Respons
         return await client.post(url, json=body)
 
 
-async def latency(url: str, model: str, requests: int) -> list[float]:
+async def latency(
+    url: str, model: str, requests: int, cpu: Callable[[], float | None] | None = None
+) -> tuple[list[float], float | None]:
+    """Timings of `requests` one-token completions after a warm-up, and with `cpu` (a process's
+    CPU seconds) the CPU that process spent on them (the warm-up left out)."""
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
     samples = []
     async with httpx.AsyncClient(timeout=60) as client:
         for _ in range(10):  # warm-up: connections, caches
             (await post(client, url + "/v1/completions", body)).raise_for_status()
+        before = cpu() if cpu else None
         for _ in range(requests):
             began = time.perf_counter()
             response = await post(client, url + "/v1/completions", body)
             samples.append((time.perf_counter() - began) * 1000)
             response.raise_for_status()
-    return samples
+        after = cpu() if cpu else None
+    spent = after - before if before is not None and after is not None else None
+    return samples, spent
 
 
 async def stream_rate(url: str, model: str, streams: int, tokens: int, at_least: int) -> tuple[float, int]:
@@ -146,10 +153,10 @@ async def measure_round(
     overhead itself, which timings on a busy 2-core machine show only through noise."""
     cost = into.setdefault("cpu", {"seconds": 0.0, "requests": 0, "tokens": {}})
     cpu = contender.cpu
-    before = cpu() if cpu else None
-    into.setdefault("samples", []).extend(await latency(contender.url, contender.model, requests))
-    if cpu and before is not None and (after := cpu()) is not None:
-        cost["seconds"] += after - before
+    samples, spent = await latency(contender.url, contender.model, requests, cpu)
+    into.setdefault("samples", []).extend(samples)
+    if spent is not None:
+        cost["seconds"] += spent
         cost["requests"] += requests
     for streams in concurrency:
         before = cpu() if cpu else None

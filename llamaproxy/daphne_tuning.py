@@ -1,4 +1,5 @@
-"""Two changes to daphne's Twisted underpinnings, installed in the gateway process only.
+"""Three changes to daphne's Twisted underpinnings for the gateway process. `install()` puts in
+the first and the third; the second is a helper the API faces' handler calls per response.
 
 1. Eager socket writes for daphne's TCP connections.
 
@@ -93,6 +94,8 @@ def _daphne_request(send: Any) -> Any:
     """The daphne request behind an ASGI `send` (its `Server.handle_reply` bound to it), or None."""
     if not isinstance(send, functools.partial) or len(send.args) != 1:
         return None
+    # Imported here, not at the top: importing daphne.server installs Twisted's reactor, which
+    # only the gateway process may do (this module is imported wherever asgi.py is).
     from daphne.http_protocol import WebRequest
     from daphne.server import Server
 

@@ -197,8 +197,7 @@ def account_frame(payload: bytes, meter: UsageMeter) -> None:
         or b'"reasoning_content":"' in payload
     ):
         meter.chunks_with_content += 1
-        if meter.first_token_at is None:
-            meter.mark_first_token()
+        meter.mark_first_token()
 
 
 class SSERelay:
