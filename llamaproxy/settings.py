@@ -136,14 +136,14 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "llamaproxy"
 CELERY_BEAT_SCHEDULE_FILENAME = str(LLAMAPROXY_HOME / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
-    "heartbeat": {"task": "llamaproxy.tasks.heartbeat", "schedule": 2.0},
     "scan-models": {"task": "models_catalog.tasks.scan_models", "schedule": 300.0},
     "health-sweep": {"task": "runners.tasks.health_sweep", "schedule": 5.0},
     "prune-usage": {"task": "proxies.tasks.prune_usage", "schedule": 3600.0},
 }
-# The worker reports itself alive by refreshing this key; /health reads it.
+# The worker reports itself alive by refreshing this key (at start, then with every health sweep,
+# 5 s); /health reads it and calls the worker dead when it is older than the TTL.
 WORKER_HEARTBEAT_KEY = "llamaproxy:worker:heartbeat"
-WORKER_HEARTBEAT_TTL = 10
+WORKER_HEARTBEAT_TTL = 15
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -482,12 +482,7 @@ def _sweep_problem(runner: Runner) -> str | None:
         if code is not None:
             return f"llama-server exited unexpectedly with status {code}"
         return "llama-server exited unexpectedly"
-    try:
-        url = f"http://{_url_host(runner.host or RUNNER_HOST)}:{runner.port}/health"
-        ok = httpx.get(url, timeout=SWEEP_PROBE_TIMEOUT_S).status_code == 200
-    except httpx.HTTPError:
-        ok = False
-    if ok:
+    if _answers(runner):
         _probe_failures.pop(runner.pk, None)
         return None
     failures = _probe_failures[runner.pk] = _probe_failures.get(runner.pk, 0) + 1
@@ -541,10 +536,18 @@ def reconcile_node() -> None:
             _publish_state(runner.pk)
 
 
+_probe_client: httpx.Client | None = None
+
+
 def _answers(runner: Runner) -> bool:
+    """Whether the runner's /health says 200. One client serves every probe: a new one per call
+    builds an SSL context (milliseconds of CPU), every few seconds, for plain-HTTP loopback."""
+    global _probe_client
+    if _probe_client is None:
+        _probe_client = httpx.Client(timeout=SWEEP_PROBE_TIMEOUT_S)
     try:
         url = f"http://{_url_host(runner.host or RUNNER_HOST)}:{runner.port}/health"
-        return httpx.get(url, timeout=SWEEP_PROBE_TIMEOUT_S).status_code == 200
+        return _probe_client.get(url).status_code == 200
     except httpx.HTTPError:
         return False
 

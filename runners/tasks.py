@@ -1,7 +1,8 @@
 """Celery tasks of the node agent: thin wrappers that take ids and call runners.agent.
 
 The gateway sends start/stop to this machine's own queue (`node.<hostname>`); health_sweep runs
-on beat. Signals stop this worker's runners when it shuts down and reconcile them when it starts.
+on beat (every 5 s) and refreshes the worker heartbeat too. Signals stop this worker's runners
+when it shuts down and reconcile them when it starts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 
+from llamaproxy.tasks import heartbeat
 from runners import agent
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ def stop_runner(model_id: int) -> str:
 
 @shared_task(name="runners.tasks.health_sweep", ignore_result=True)
 def health_sweep() -> int:
+    # Beat's one frequent task also refreshes the worker heartbeat: a beat tick and a task
+    # dispatch cost milliseconds of CPU each, which an idle machine should not spend twice.
+    heartbeat()
     return agent.health_sweep()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -32,6 +33,22 @@ def test_serve_answers_health_on_all_four_ports_and_sigterm_leaves_nothing_runni
     started = stack.all_processes()
     names = " ".join(" ".join(p.cmdline()) for p in started)
     assert "celery" in names and "llamaproxy.daphne_main" in names and "redis-server" in names
+
+    # Beat's health sweep (every 5 s) keeps the worker heartbeat fresh, not just the worker's start.
+    def heartbeat_age() -> float:
+        body = httpx.get(stack.url("api") + "/health", timeout=10).json()
+        return body["components"]["worker"]["last_heartbeat_seconds_ago"]
+
+    def refreshed(ages: list[float]) -> bool:
+        return any(later < earlier for earlier, later in itertools.pairwise(ages))
+
+    ages = [heartbeat_age()]
+    deadline = time.monotonic() + 12
+    while not refreshed(ages) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        ages.append(heartbeat_age())
+    assert refreshed(ages), ages
+    assert max(ages) < 15
 
     began = time.monotonic()
     code = stack.stop(signal.SIGTERM)
