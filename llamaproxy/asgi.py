@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llamaproxy.settings")
@@ -49,6 +50,24 @@ class LeanASGIHandler(ASGIHandler):
 
     async def __call__(self, scope, receive, send):
         await self.handle(scope, receive, send)
+
+    async def read_body(self, receive):
+        """A body that came whole in one message (daphne sends a JSON request so) and fits in
+        memory is wrapped as it is; Django's reader copies every body into a spooled temporary file."""
+        message = await receive()
+        body = message.get("body", b"")
+        if (
+            message["type"] == "http.request"
+            and not message.get("more_body", False)
+            and len(body) <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+        ):
+            return io.BytesIO(body)
+        pending = [message]
+
+        async def replayed():
+            return pending.pop() if pending else await receive()
+
+        return await super().read_body(replayed)
 
     async def run_get_response(self, request):
         """The relay's busiest routes skip URL resolving, middleware and django-ninja's wrapper

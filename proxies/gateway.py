@@ -44,9 +44,16 @@ def new_context(request: HttpRequest, endpoint: str) -> RelayContext:
     )
 
 
+def key_headers(request: HttpRequest) -> dict[str, str]:
+    """The two headers a key may come in, read from META (Django's `request.headers` would build
+    a mapping of every header, for each request)."""
+    meta = request.META
+    return {"authorization": meta.get("HTTP_AUTHORIZATION", ""), "x-api-key": meta.get("HTTP_X_API_KEY", "")}
+
+
 async def authorize(request: HttpRequest, ctx: RelayContext) -> KeyInfo | None:
     try:
-        info = await authenticate(request.headers)
+        info = await authenticate(key_headers(request))
     except KeyRejected as exc:
         raise FaceError(
             exc.status, exc.message, "invalid_api_key" if exc.status == 401 else "permission_denied"
