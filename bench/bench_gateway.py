@@ -1,12 +1,15 @@
 """Gateway overhead: direct llama-server vs llamaproxy vs llama.cpp's router mode, one run.
+A bare TCP relay (bench/tcp_relay.py) in front of its own llama-server is measured too, as the
+yardstick: what one more process in the path costs on this machine before any work is done.
 
 - added latency p50/p99 of short non-streamed completions (target: p50 ≤ 1 ms over direct)
 - streamed tokens/s at 1, 8 and 64 concurrent streams (target: ≥ 98% of direct)
 
-All three run at once but only the one measured is let run (the others are SIGSTOPped), in
-interleaved rounds with the order rotated each round, so a slow spell of a shared machine falls
-on all of them alike; latency percentiles are over every round's samples, stream rates are the
-median of the rounds.
+All four run at once, but only the one being measured runs (the others are SIGSTOPped). The
+measurements are taken one at a time: each contender in turn (the order rotated each round) takes the
+same measurement before the next one starts, so a slow spell of a shared machine falls on all of
+them alike. Latency percentiles are over every round's samples; a stream ratio is the median of
+the rounds' ratios (each round's two rates were measured a minute apart at most).
 
 Usage: .venv/bin/python bench/bench_gateway.py [--requests 200] [--tokens 256] [--rounds 3]
 Writes bench/results/gateway.json and prints a table.
@@ -50,11 +53,16 @@ CTX_SIZE = 32768  # 512 tokens per slot
 STREAMED_TOKENS = 4096  # streamed per concurrency level and round, at least
 
 
+# A keep-alive connection the server (or the relay in front of it) closed just as it was reused:
+# clients send once more then, as the openai SDK does.
+CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError)
+
+
 async def post(client: httpx.AsyncClient, url: str, body: dict) -> httpx.Response:
     """llama-server may close a keep-alive connection as it is reused: send once more then."""
     try:
         return await client.post(url, json=body)
-    except httpx.RemoteProtocolError:
+    except CLOSED_UNDER_US:
         return await client.post(url, json=body)
 
 
@@ -96,7 +104,7 @@ async def stream_rate(url: str, model: str, streams: int, tokens: int, at_least:
                         if line.startswith("data: ") and line != "data: [DONE]":
                             count += 1
                 return count
-            except httpx.RemoteProtocolError:
+            except CLOSED_UNDER_US:
                 if attempt == 2 or count:
                     raise
         return 0
@@ -130,42 +138,49 @@ class Contender:
     SIGSTOP (whole process trees), so idle services take nothing from it."""
 
     def __init__(
-        self, name: str, url: str, model: str, pid: int, cpu: Callable[[], float | None] | None = None
+        self,
+        name: str,
+        url: str,
+        model: str,
+        pids: list[int],
+        cpu: Callable[[], float | None] | None = None,
     ):
-        self.name, self.url, self.model, self.pid, self.cpu = name, url, model, pid, cpu
+        self.name, self.url, self.model, self.pids, self.cpu = name, url, model, pids, cpu
 
     def pause(self) -> None:
-        for proc in process_tree(self.pid):
-            with contextlib.suppress(psutil.Error):
-                proc.suspend()
+        for pid in self.pids:
+            for proc in process_tree(pid):
+                with contextlib.suppress(psutil.Error):
+                    proc.suspend()
 
     def resume(self) -> None:
-        for proc in reversed(process_tree(self.pid)):  # children first: the parent finds them running
-            with contextlib.suppress(psutil.Error):
-                proc.resume()
+        for pid in reversed(self.pids):
+            for proc in reversed(process_tree(pid)):  # children first: the parent finds them running
+                with contextlib.suppress(psutil.Error):
+                    proc.resume()
 
 
-async def measure_round(
-    contender: Contender, requests: int, tokens: int, concurrency: list[int], into: dict
-) -> None:
-    """One round of every measurement, added to `into`: latency samples, stream rates, and with
-    `cpu` (the gateway's CPU seconds) its CPU cost per request and per streamed token: the
+async def measure(contender: Contender, what: str, requests: int, tokens: int, into: dict) -> None:
+    """One measurement, added to `into`: `latency` (short completions) or `streams:N`, and with
+    `cpu` (the gateway's CPU seconds) its CPU cost per request or per streamed token: the
     overhead itself, which timings on a busy 2-core machine show only through noise."""
     cost = into.setdefault("cpu", {"seconds": 0.0, "requests": 0, "tokens": {}})
     cpu = contender.cpu
-    samples, spent = await latency(contender.url, contender.model, requests, cpu)
-    into.setdefault("samples", []).extend(samples)
-    if spent is not None:
-        cost["seconds"] += spent
-        cost["requests"] += requests
-    for streams in concurrency:
-        before = cpu() if cpu else None
-        rate, streamed = await stream_rate(contender.url, contender.model, streams, tokens, STREAMED_TOKENS)
-        into.setdefault("rates", {}).setdefault(str(streams), []).append(rate)
-        if cpu and before is not None and (after := cpu()) is not None:
-            spent = cost["tokens"].setdefault(str(streams), [0.0, 0])
-            spent[0] += after - before
-            spent[1] += streamed
+    if what == "latency":
+        samples, spent = await latency(contender.url, contender.model, requests, cpu)
+        into.setdefault("samples", []).extend(samples)
+        if spent is not None:
+            cost["seconds"] += spent
+            cost["requests"] += requests
+        return
+    streams = int(what.split(":")[1])
+    before = cpu() if cpu else None
+    rate, streamed = await stream_rate(contender.url, contender.model, streams, tokens, STREAMED_TOKENS)
+    into.setdefault("rates", {}).setdefault(str(streams), []).append(rate)
+    if cpu and before is not None and (after := cpu()) is not None:
+        spent = cost["tokens"].setdefault(str(streams), [0.0, 0])
+        spent[0] += after - before
+        spent[1] += streamed
 
 
 def summarize(into: dict) -> dict:
@@ -228,24 +243,42 @@ def main() -> None:
     processes: list[subprocess.Popen | RunningStack] = []
     contenders: list[Contender] = []
     try:
+
+        def llama_server() -> tuple[subprocess.Popen, int]:
+            port = free_port()
+            proc = subprocess.Popen(
+                [
+                    str(binary),
+                    "-m",
+                    str(models / f"{MODEL}.gguf"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    *model_args,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            processes.append(proc)
+            wait_http(f"http://127.0.0.1:{port}/health")
+            return proc, port
+
+        direct, port = llama_server()
+        contenders.append(Contender("direct", f"http://127.0.0.1:{port}", MODEL, [direct.pid]))
+
+        behind_relay, target_port = llama_server()
         port = free_port()
-        direct = subprocess.Popen(
-            [
-                str(binary),
-                "-m",
-                str(models / f"{MODEL}.gguf"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *model_args,
-            ],
+        relay = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "tcp_relay.py"), str(port), str(target_port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        processes.append(direct)
+        processes.append(relay)
         wait_http(f"http://127.0.0.1:{port}/health")
-        contenders.append(Contender("direct", f"http://127.0.0.1:{port}", MODEL, direct.pid))
+        contenders.append(
+            Contender("tcp_relay", f"http://127.0.0.1:{port}", MODEL, [relay.pid, behind_relay.pid])
+        )
 
         stack = start_stack(work, binary, models)
         processes.append(stack)
@@ -255,7 +288,7 @@ def main() -> None:
                 "llamaproxy",
                 f"http://127.0.0.1:{stack.api_port}",
                 MODEL,
-                stack.proc.pid,
+                [stack.proc.pid],
                 stack.gateway_cpu_seconds,
             )
         )
@@ -277,33 +310,34 @@ def main() -> None:
         )
         processes.append(router)
         wait_http(f"http://127.0.0.1:{port}/health")
-        contenders.append(Contender("llama_router", f"http://127.0.0.1:{port}", MODEL, router.pid))
+        contenders.append(Contender("llama_router", f"http://127.0.0.1:{port}", MODEL, [router.pid]))
 
         collected: dict[str, dict] = {c.name: {} for c in contenders}
         failed: dict[str, str] = {}
         for contender in contenders:
             contender.pause()
-        for round_no in range(args.rounds):
-            # A different order each round, so no contender always runs first or last.
-            order = contenders[round_no % len(contenders) :] + contenders[: round_no % len(contenders)]
-            for contender in order:
-                if contender.name in failed:
-                    continue
-                contender.resume()
-                try:
-                    asyncio.run(
-                        measure_round(
-                            contender, args.requests, args.tokens, concurrency, collected[contender.name]
+        # Measurement by measurement, every contender in turn (a different order each round), so
+        # that the figures compared were taken within a minute of each other.
+        measurements = ["latency", *(f"streams:{streams}" for streams in concurrency)]
+        for what in measurements:
+            for round_no in range(args.rounds):
+                order = contenders[round_no % len(contenders) :] + contenders[: round_no % len(contenders)]
+                for contender in order:
+                    if contender.name in failed:
+                        continue
+                    contender.resume()
+                    try:
+                        asyncio.run(
+                            measure(contender, what, args.requests, args.tokens, collected[contender.name])
                         )
-                    )
-                except httpx.HTTPError as exc:
-                    if contender.name == "llama_router":  # the peer is optional: report, go on
-                        failed[contender.name] = str(exc) or type(exc).__name__
-                    else:
-                        raise
-                finally:
-                    contender.pause()
-                print(f"round {round_no + 1}/{args.rounds}: {contender.name} measured", flush=True)
+                    except httpx.HTTPError as exc:
+                        if contender.name in ("llama_router", "tcp_relay"):  # optional: report, go on
+                            failed[contender.name] = str(exc) or type(exc).__name__
+                        else:
+                            raise
+                    finally:
+                        contender.pause()
+            print(f"{what}: {args.rounds} rounds measured", flush=True)
         for contender in contenders:
             contender.resume()
             if contender.name in failed:
@@ -320,17 +354,22 @@ def main() -> None:
 
     direct_result = results["direct"]
     summary = {}
-    for name in ("llamaproxy", "llama_router"):
+    for name in ("llamaproxy", "llama_router", "tcp_relay"):
         if "latency_ms" not in results.get(name, {}):
             continue
         entry = results[name]
         summary[name] = {
             "added_p50_ms": entry["latency_ms"]["p50"] - direct_result["latency_ms"]["p50"],
             "added_p99_ms": entry["latency_ms"]["p99"] - direct_result["latency_ms"]["p99"],
+            # The median of each round's ratio: the two rates of a round were measured back to back.
             "stream_ratio": {
-                streams: entry["stream_tokens_per_second"][streams]
-                / direct_result["stream_tokens_per_second"][streams]
-                for streams in direct_result["stream_tokens_per_second"]
+                streams: statistics.median(
+                    mine / theirs
+                    for mine, theirs in zip(
+                        entry["stream_tokens_per_second_rounds"][streams], rounds, strict=False
+                    )
+                )
+                for streams, rounds in direct_result["stream_tokens_per_second_rounds"].items()
             },
         }
     results["summary"] = summary
@@ -343,7 +382,7 @@ def print_table(results: dict) -> None:
         f"\n{'':16} {'p50 ms':>8} {'p99 ms':>8}"
         + "".join(f" {f'{s} streams':>12}" for s in results["direct"]["stream_tokens_per_second"])
     )
-    for name in ("direct", "llamaproxy", "llama_router"):
+    for name in ("direct", "llamaproxy", "llama_router", "tcp_relay"):
         entry = results.get(name, {})
         if "latency_ms" not in entry:
             print(f"{name:16} {entry.get('error', 'not measured')}")

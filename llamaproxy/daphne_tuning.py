@@ -47,12 +47,26 @@ def _idle(transport: abstract.FileDescriptor) -> bool:
 
 
 def eager_write(transport: abstract.FileDescriptor, data: bytes) -> None:
-    if data and type(data) is bytes and _idle(transport):
-        sent = transport.writeSomeData(data)
-        # An exception (connection lost) or 0 (socket full): Twisted's path finds out the same.
-        if isinstance(sent, int) and sent > 0:
-            if sent >= len(data):
-                return
+    # On a streamed completion this runs once per token, each time on a cold CPU cache (the
+    # cores were generating meanwhile), so the socket is written here directly rather than
+    # through `writeSomeData` and `untilConcludes` (Python retries EINTR by itself).
+    if (  # _idle(), inlined
+        data
+        and type(data) is bytes
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and not transport._writeDisconnected
+        and not transport._tempDataLen
+        and transport.offset >= len(transport.dataBuffer)
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # would block, or the connection is gone: Twisted's path finds out the same
+            sent = 0
+        if sent >= len(data):
+            return
+        if sent:
             data = data[sent:]
     abstract.FileDescriptor.write(transport, data)
 

@@ -194,6 +194,22 @@ class ChunkedDecoder:
         self.done = False
         self._trailers = False
 
+    def whole_chunk(self, data: bytes) -> bytes | None:
+        """The payload when `data` is exactly one complete chunk (not the last) and nothing is
+        pending, as a streamed token usually arrives; else None, and `feed` takes `data`."""
+        if self._buffer or self._left or self._crlf or self._trailers:
+            return None
+        line_end = data.find(b"\r\n", 0, 18)
+        if line_end <= 0 or not data.endswith(b"\r\n"):
+            return None
+        try:
+            size = int(data[:line_end], 16)  # digits only: int() would also take "0x", "_" or spaces
+        except ValueError:
+            return None
+        if size <= 0 or line_end + size + 4 != len(data) or not data[:line_end].isalnum():
+            return None
+        return data[line_end + 2 : -2]
+
     def feed(self, data: bytes) -> bytes:
         buffer = self._buffer + data if self._buffer else data
         out: list[bytes] = []
@@ -340,6 +356,10 @@ class RunnerBody(httpx.AsyncByteStream):
             if finished.done():
                 return
             try:
+                data = decoder.whole_chunk(received)
+                if data is not None:
+                    on_data(data)  # the usual arrival: one whole chunk, the body not done
+                    return
                 data = decoder.feed(received)
                 if data:
                     on_data(data)

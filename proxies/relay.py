@@ -19,7 +19,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from proxies.accounting import UsageMeter
 from proxies.loopback import LoopbackTransport, RunnerBody
-from proxies.sse import SSEFrameParser, parse_json_payload
+from proxies.sse import SSEFrameParser, parse_json_payload, single_data_frame
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,8 @@ def account_frame(payload: bytes, meter: UsageMeter) -> None:
         or b'"reasoning_content":"' in payload
     ):
         meter.chunks_with_content += 1
-        meter.mark_first_token()
+        if meter.first_token_at is None:  # checked here too: this runs for every streamed token
+            meter.mark_first_token()
 
 
 class SSERelay:
@@ -231,11 +232,14 @@ class SSERelay:
                 self._account(chunk)
 
     async def pump(self, write: Callable[[bytes], object]) -> None:
-        account = self._account
+        account, parser, meter = self._account, self._parser, self._ctx.meter
 
         def relay(chunk: bytes) -> None:
             write(chunk)
-            account(chunk)
+            if not parser.pending and single_data_frame(chunk):  # one whole `data:` line: no reassembly
+                account_frame(chunk[5:-2].lstrip(b" "), meter)
+            else:
+                account(chunk)
 
         async with self._consuming():
             stream = self._upstream.stream

@@ -7,27 +7,28 @@ from typing import Any
 
 
 class SSEFrameParser:
-    """Feed raw bytes; get back the complete `data:` payloads seen so far."""
+    """Feed raw bytes; get back the complete `data:` payloads seen so far. `pending` holds the
+    start of a frame whose end has not arrived yet (empty between frames)."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self.pending = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if not self._buffer and _single_data_frame(chunk):
+        if not self.pending and single_data_frame(chunk):
             return [chunk[5:-2].lstrip(b" ")]  # the usual arrival: one whole `data: ...` frame
-        self._buffer += chunk
+        self.pending += chunk
         payloads: list[bytes] = []
         while True:
-            end, sep_len = _frame_end(self._buffer)
+            end, sep_len = _frame_end(self.pending)
             if end < 0:
                 return payloads
-            frame, self._buffer = self._buffer[:end], self._buffer[end + sep_len :]
+            frame, self.pending = self.pending[:end], self.pending[end + sep_len :]
             data = [line[5:].lstrip(b" ") for line in frame.splitlines() if line.startswith(b"data:")]
             if data:
                 payloads.append(b"\n".join(data))
 
 
-def _single_data_frame(chunk: bytes) -> bool:
+def single_data_frame(chunk: bytes) -> bool:
     """`data: <one line>\\n\\n` and nothing else (C-speed checks only)."""
     return (
         chunk.startswith(b"data: ")

@@ -15,7 +15,7 @@ class Probe(abstract.FileDescriptor):
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(reactor=object())
-        self.sock = sock
+        self.sock = self.socket = sock
         self.connected = 1
         self.polls = 0
 
@@ -77,3 +77,11 @@ def test_a_closing_transport_is_not_written_eagerly(pair) -> None:
     probe.disconnecting = True
     eager_write(probe, b"late")
     assert probe.buffered() == b"late" and probe.polls == 1
+
+
+def test_a_send_that_fails_leaves_the_data_to_twisted_which_finds_the_loss(pair) -> None:
+    a, b = pair
+    b.close()  # the client is gone: the send fails with EPIPE
+    probe = Probe(a)
+    eager_write(probe, b"orphan")
+    assert probe.buffered() == b"orphan" and probe.polls == 1

@@ -230,6 +230,38 @@ def test_the_chunked_decoder_refuses_bad_framing(data: bytes, problem: str) -> N
         ChunkedDecoder().feed(data)
 
 
+@pytest.mark.parametrize(
+    ("data", "payload"),
+    [
+        (b"5\r\nhello\r\n", b"hello"),
+        (b"1A\r\n" + b"x" * 26 + b"\r\n", b"x" * 26),
+        (b"5;ext=1\r\nhello\r\n", None),  # an extension: left to feed
+        (b"5\r\nhello\r\n0\r\n\r\n", None),  # more than one chunk
+        (b"5\r\nhel", None),  # a part of one
+        (b"0\r\n\r\n", None),  # the last chunk
+        (b" 5\r\nhello\r\n", None),  # what int() would take but the framing does not
+        (b"5_\r\nhello\r\n", None),
+        (b"zz\r\nhello\r\n", None),  # a bad size: feed raises
+        (b"5\r\nhelloXX", None),
+    ],
+)
+def test_a_whole_chunk_is_recognised_only_when_it_is_exactly_one(data: bytes, payload: bytes | None) -> None:
+    from proxies.loopback import ChunkedDecoder
+
+    assert ChunkedDecoder().whole_chunk(data) == payload
+
+
+def test_no_whole_chunk_is_taken_while_the_decoder_is_inside_one() -> None:
+    from proxies.loopback import ChunkedDecoder
+
+    decoder = ChunkedDecoder()
+    assert decoder.feed(b"a\r\nhel") == b"hel"
+    # The rest of that 10-byte chunk happens to look like a whole chunk of its own.
+    assert decoder.whole_chunk(b"2\r\nxy\r\n") is None
+    assert decoder.feed(b"2\r\nxy\r\n") == b"2\r\nxy\r\n"
+    assert decoder.feed(b"\r\n0\r\n\r\n") == b"" and decoder.done
+
+
 async def test_a_connection_is_reused_after_a_chunked_stream_read_to_the_end() -> None:
     connections = 0
 
