@@ -203,9 +203,10 @@ class ChunkedDecoder:
         if line_end <= 0 or not data.endswith(b"\r\n"):
             return None
         try:
-            size = int(data[:line_end], 16)  # digits only: int() would also take "0x", "_" or spaces
+            size = int(data[:line_end], 16)
         except ValueError:
             return None
+        # isalnum: int() also takes signs, "_" and spaces, which no chunk size has
         if size <= 0 or line_end + size + 4 != len(data) or not data[:line_end].isalnum():
             return None
         return data[line_end + 2 : -2]
