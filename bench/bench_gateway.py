@@ -244,19 +244,12 @@ def main() -> None:
     contenders: list[Contender] = []
     try:
 
-        def llama_server() -> tuple[subprocess.Popen, int]:
+        def llama_server(*model_source: str) -> tuple[subprocess.Popen, int]:
+            """llama-server with the shared arguments and `model_source` (`-m FILE` or
+            `--models-dir DIR`), once it answers /health; returns it and its port."""
             port = free_port()
             proc = subprocess.Popen(
-                [
-                    str(binary),
-                    "-m",
-                    str(models / f"{MODEL}.gguf"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    *model_args,
-                ],
+                [str(binary), *model_source, "--host", "127.0.0.1", "--port", str(port), *model_args],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -264,10 +257,11 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{port}/health")
             return proc, port
 
-        direct, port = llama_server()
+        model_file = str(models / f"{MODEL}.gguf")
+        direct, port = llama_server("-m", model_file)
         contenders.append(Contender("direct", f"http://127.0.0.1:{port}", MODEL, [direct.pid]))
 
-        behind_relay, target_port = llama_server()
+        behind_relay, target_port = llama_server("-m", model_file)
         port = free_port()
         relay = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "tcp_relay.py"), str(port), str(target_port)],
@@ -293,23 +287,7 @@ def main() -> None:
             )
         )
 
-        port = free_port()
-        router = subprocess.Popen(
-            [
-                str(binary),
-                "--models-dir",
-                str(models),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *model_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(router)
-        wait_http(f"http://127.0.0.1:{port}/health")
+        router, port = llama_server("--models-dir", str(models))
         contenders.append(Contender("llama_router", f"http://127.0.0.1:{port}", MODEL, [router.pid]))
 
         collected: dict[str, dict] = {c.name: {} for c in contenders}

@@ -50,16 +50,7 @@ def eager_write(transport: abstract.FileDescriptor, data: bytes) -> None:
     # On a streamed completion this runs once per token, each time on a cold CPU cache (the
     # cores were generating meanwhile), so the socket is written here directly rather than
     # through `writeSomeData` and `untilConcludes` (Python retries EINTR by itself).
-    if (  # _idle(), inlined
-        data
-        and type(data) is bytes
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and not transport._writeDisconnected
-        and not transport._tempDataLen
-        and transport.offset >= len(transport.dataBuffer)
-    ):
+    if data and type(data) is bytes and _idle(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:  # would block, or the connection is gone: Twisted's path finds out the same

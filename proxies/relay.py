@@ -19,7 +19,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from proxies.accounting import UsageMeter
 from proxies.loopback import LoopbackTransport, RunnerBody
-from proxies.sse import SSEFrameParser, parse_json_payload, single_data_frame
+from proxies.sse import SSEFrameParser, parse_json_payload, single_frame_payload
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,7 @@ def account_frame(payload: bytes, meter: UsageMeter) -> None:
         or b'"reasoning_content":"' in payload
     ):
         meter.chunks_with_content += 1
-        if meter.first_token_at is None:  # checked here too: this runs for every streamed token
-            meter.mark_first_token()
+        meter.mark_first_token()
 
 
 class SSERelay:
@@ -236,8 +235,9 @@ class SSERelay:
 
         def relay(chunk: bytes) -> None:
             write(chunk)
-            if not parser.pending and single_data_frame(chunk):  # one whole `data:` line: no reassembly
-                account_frame(chunk[5:-2].lstrip(b" "), meter)
+            # One whole `data:` line (the usual token) is counted without the frame parser.
+            if not parser.pending and (payload := single_frame_payload(chunk)) is not None:
+                account_frame(payload, meter)
             else:
                 account(chunk)
 

@@ -14,8 +14,8 @@ class SSEFrameParser:
         self.pending = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if not self.pending and single_data_frame(chunk):
-            return [chunk[5:-2].lstrip(b" ")]  # the usual arrival: one whole `data: ...` frame
+        if not self.pending and (payload := single_frame_payload(chunk)) is not None:
+            return [payload]  # the usual arrival: one whole `data: ...` frame
         self.pending += chunk
         payloads: list[bytes] = []
         while True:
@@ -28,14 +28,17 @@ class SSEFrameParser:
                 payloads.append(b"\n".join(data))
 
 
-def single_data_frame(chunk: bytes) -> bool:
-    """`data: <one line>\\n\\n` and nothing else (C-speed checks only)."""
-    return (
+def single_frame_payload(chunk: bytes) -> bytes | None:
+    """The payload when `chunk` is `data: <one line>\\n\\n` and nothing else (C-speed checks
+    only), else None."""
+    if (
         chunk.startswith(b"data: ")
         and chunk.find(b"\n") == len(chunk) - 2
         and chunk.endswith(b"\n\n")
         and b"\r" not in chunk
-    )
+    ):
+        return chunk[5:-2].lstrip(b" ")
+    return None
 
 
 def _frame_end(buffer: bytes) -> tuple[int, int]:
