@@ -18,10 +18,11 @@ class UsageMeter:
     decode_tps: float | None = None
     finish_reason: str | None = None
     chunks_with_content: int = 0
+    ended: float | None = None
 
-    def mark_first_token(self) -> None:
+    def mark_first_token(self, at: float | None = None) -> None:
         if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
+            self.first_token_at = time.perf_counter() if at is None else at
 
     @property
     def ttft_ms(self) -> float | None:
@@ -57,17 +58,19 @@ class UsageMeter:
                 self.chunks_with_content += 1
                 self.mark_first_token()
 
-    def finish(self) -> None:
+    def finish(self, at: float | None = None) -> None:
+        """The request ended (`at`, a perf_counter reading, or now): its duration stops here."""
+        self.ended = time.perf_counter() if at is None else at
         if self.completion_tokens is None and self.chunks_with_content:
             self.completion_tokens = self.chunks_with_content
         if self.decode_tps is None and self.completion_tokens and self.first_token_at is not None:
-            elapsed = time.perf_counter() - self.first_token_at
+            elapsed = self.ended - self.first_token_at
             if elapsed > 0 and self.completion_tokens > 1:
                 self.decode_tps = (self.completion_tokens - 1) / elapsed
 
     @property
     def duration_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
+        return ((time.perf_counter() if self.ended is None else self.ended) - self.started) * 1000
 
 
 def _int(value: Any, default: int | None) -> int | None:

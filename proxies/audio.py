@@ -676,8 +676,7 @@ async def transcribe(
         finish(ctx)
         return openai_error(502, ctx.error, "upstream_error")
     except asyncio.CancelledError:
-        ctx.status, ctx.error = 499, "client disconnected"
-        finish(ctx)
+        finish.abandoned(ctx)
         raise
     ctx.status = upstream.status_code
     if upstream.status_code >= 400:

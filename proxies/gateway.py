@@ -3,6 +3,7 @@ and, when the response ends, release the lease and record usage."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from models_catalog.parameters import SAMPLING_PARAMS
 from proxies import metrics
 from proxies.catalog_view import ModelView, catalog_view, default_model_name
 from proxies.keys import KeyInfo, KeyRejected, authenticate, check_model_allowed
-from proxies.relay import Finalizer, RelayContext
+from proxies.relay import RelayContext
 from proxies.usage import usage_writer
 from runners.errors import SchedulerError, file_problem
 
@@ -155,6 +156,11 @@ async def acquire_runner(
         ctx.error = exc.message
         record(ctx)
         raise FaceError(exc.status, exc.message, exc.code) from None
+    except asyncio.CancelledError:  # the client gave up waiting for the model
+        ctx.status, ctx.error = 499, "client disconnected while waiting for the model"
+        ctx.meter.finish()
+        record(ctx)
+        raise
 
 
 def record(ctx: RelayContext, load_seconds: float = 0.0) -> None:
@@ -162,12 +168,33 @@ def record(ctx: RelayContext, load_seconds: float = 0.0) -> None:
     metrics.observe(ctx)
 
 
-def finalizer(lease: Lease) -> Finalizer:
-    def finish(ctx: RelayContext) -> None:
-        lease.release()
-        record(ctx, lease.load_seconds)
+class Finish:
+    """Ends a leased request, once: releases the lease and records the request's usage."""
 
-    return finish
+    __slots__ = ("_lease", "done")
+
+    def __init__(self, lease: Lease) -> None:
+        self._lease = lease
+        self.done = False
+
+    def __call__(self, ctx: RelayContext) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._lease.release()
+        record(ctx, self._lease.load_seconds)
+
+    def abandoned(self, ctx: RelayContext) -> None:
+        """The client went away before its answer was relayed (its request task was cancelled)."""
+        if self.done:
+            return
+        ctx.status, ctx.error = 499, "client disconnected"
+        ctx.meter.finish()
+        self(ctx)
+
+
+def finalizer(lease: Lease) -> Finish:
+    return Finish(lease)
 
 
 def record_failure(ctx: RelayContext, error: FaceError) -> None:

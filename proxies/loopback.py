@@ -336,6 +336,11 @@ class RunnerBody(httpx.AsyncByteStream):
 
     async def read(self) -> bytes:
         """The whole body, as it came (httpx's `aread` less its decoding layers)."""
+        conn = self._conn
+        if conn is not None and self._length is not None and 0 <= self._length == len(conn.pending):
+            body = conn.take_pending()  # a small answer arrives with its head, whole
+            self._release(complete=True)
+            return body
         return b"".join([data async for data in self])
 
     async def pump(self, on_data: Callable[[bytes], None]) -> None:
@@ -472,6 +477,11 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
                     conn, reused = None, False  # the runner dropped an idle connection: once more, fresh
                     continue
                 raise httpx.RemoteProtocolError(f"the runner did not answer: {exc}") from exc
+            except BaseException:
+                # Cancelled while the runner works on it (the client went away): closing the
+                # connection is how llama-server learns to stop.
+                conn.close()
+                raise
             break
         length: int | None = -1
         conn.keep_alive = head.version == b"1.1"

@@ -6,6 +6,7 @@ then relayed byte for byte; errors are always `{"error": {"message", "type", "co
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -121,12 +122,15 @@ async def send_to_runner(
     finish = finalizer(lease)
     try:
         upstream = await open_upstream(lease.base_url, method, path, content=body, headers=headers)
+        return await passthrough(upstream, ctx, finish)
     except httpx.HTTPError as exc:
         ctx.status = 502
         ctx.error = f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
         finish(ctx)
         return openai_error(502, ctx.error, "upstream_error")
-    return await passthrough(upstream, ctx, finish)
+    except asyncio.CancelledError:
+        finish.abandoned(ctx)
+        raise
 
 
 @api.post("/v1/chat/completions", include_in_schema=False)

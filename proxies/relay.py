@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,7 +133,8 @@ Finalizer = Callable[[RelayContext], None]
 
 
 async def passthrough(upstream: httpx.Response, ctx: RelayContext, finalize: Finalizer) -> HttpResponse:
-    """The upstream response as the client's response, byte for byte (streamed when it streams)."""
+    """The upstream response as the client's response, byte for byte (streamed when it streams).
+    A whole answer is accounted for once it has been sent (see RelayedResponse)."""
     ctx.status = upstream.status_code
     content_type = upstream.headers.get("content-type", "")
     if "text/event-stream" in content_type:
@@ -142,32 +144,57 @@ async def passthrough(upstream: httpx.Response, ctx: RelayContext, finalize: Fin
             content_type,
             response_headers(upstream),
         )
+    stream = upstream.stream
     try:
-        stream = upstream.stream
         if isinstance(stream, RunnerBody) and "content-encoding" not in upstream.headers:
             body = await stream.read()
         else:
             body = await upstream.aread()
     finally:
-        await upstream.aclose()
-    if "json" in content_type:
-        _observe_json_body(body, ctx)
-    ctx.meter.finish()
-    finalize(ctx)
-    response = HttpResponse(body, status=upstream.status_code, content_type=content_type or None)
+        await (stream.aclose() if isinstance(stream, RunnerBody) else upstream.aclose())
+    arrived = time.perf_counter()
+
+    def account() -> None:
+        if "json" in content_type:
+            _observe_json_body(body, ctx, arrived)
+        ctx.meter.finish(arrived)
+        finalize(ctx)
+
+    response = RelayedResponse(
+        body, after_sending=account, status=upstream.status_code, content_type=content_type or None
+    )
     for key, value in response_headers(upstream).items():
         if key.lower() != "content-type":
             response[key] = value
     return response
 
 
-def _observe_json_body(body: bytes, ctx: RelayContext) -> None:
+class RelayedResponse(HttpResponse):
+    """A whole answer whose accounting (parsing it for token counts, releasing the lease,
+    recording usage) runs when the handler closes the response, after its bytes went out:
+    the client does not wait for it. Django's handlers always close a response they sent."""
+
+    def __init__(self, content: bytes, *, after_sending: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._after_sending: Callable[[], None] | None = after_sending
+
+    def close(self) -> None:
+        after, self._after_sending = self._after_sending, None
+        if after is not None:
+            try:
+                after()
+            except Exception:
+                log.exception("accounting for a relayed answer failed")
+        super().close()
+
+
+def _observe_json_body(body: bytes, ctx: RelayContext, arrived: float) -> None:
     try:
         parsed = json.loads(body)
     except ValueError:
         return
     if isinstance(parsed, dict):
-        ctx.meter.mark_first_token()
+        ctx.meter.mark_first_token(arrived)
         ctx.meter.observe(parsed)
         if ctx.status >= 400:
             ctx.error = upstream_error_message(parsed) or ctx.error

@@ -4,6 +4,7 @@ Studio's own are; streams are SSE, with `stats` added to the chunk that finishes
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -234,20 +235,23 @@ async def generation(
     apply_sampling_defaults(payload, model)
     finish = finalizer(lease)
     try:
+        runner = (await runners()).get(model.name, {})
         upstream = await open_upstream(
             lease.base_url, "POST", upstream_path, content=json.dumps(payload).encode(), headers=JSON_HEADERS
         )
+        ctx.status = upstream.status_code
+        if upstream.status_code < 400 and "text/event-stream" in upstream.headers.get("content-type", ""):
+            events = sse_with_stats(upstream, ctx, model, runner, finish)
+            return stream_response(events, 200, "text/event-stream", response_headers(upstream))
+        return await whole_response(upstream, ctx, model, runner, finish)
     except httpx.HTTPError as exc:
         ctx.status = 502
         ctx.error = f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
         finish(ctx)
         return openai_error(502, ctx.error, "upstream_error")
-    ctx.status = upstream.status_code
-    runner = (await runners()).get(model.name, {})
-    if upstream.status_code < 400 and "text/event-stream" in upstream.headers.get("content-type", ""):
-        events = sse_with_stats(upstream, ctx, model, runner, finish)
-        return stream_response(events, 200, "text/event-stream", response_headers(upstream))
-    return await whole_response(upstream, ctx, model, runner, finish)
+    except asyncio.CancelledError:
+        finish.abandoned(ctx)
+        raise
 
 
 async def whole_response(

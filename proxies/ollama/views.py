@@ -7,6 +7,7 @@ with Ollama's statuses.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -269,8 +270,10 @@ async def open_plan(lease: Any, plan: t.UpstreamPlan) -> httpx.Response:
         lease.base_url, "POST", plan.path, content=json.dumps(body).encode(), headers=JSON_HEADERS
     )
     if upstream.status_code >= 400:
-        raw = await upstream.aread()
-        await upstream.aclose()
+        try:
+            raw = await upstream.aread()
+        finally:
+            await upstream.aclose()
         raise UpstreamRefused(upstream.status_code, _error_text(raw))
     return upstream
 
@@ -316,6 +319,9 @@ async def relay_ndjson(
         ctx.meter.finish()
         finish(ctx)
         return ollama_error(status, message)
+    except asyncio.CancelledError:
+        finish.abandoned(ctx)
+        raise
     ctx.status = 200
     objects = translated_objects(upstream, ctx, stream, lease.load_seconds, finish)
     if ctx.stream:
@@ -361,6 +367,8 @@ async def translated_objects(
         yield {"error": ctx.error}
     except BaseException:
         ctx.error = ctx.error or "client disconnected"
+        if not ctx.stream:  # a whole answer: nothing of it was sent
+            ctx.status = 499
         raise
     finally:
         await upstream.aclose()
@@ -443,6 +451,9 @@ async def embed_call(lease: Any, ctx: RelayContext, body: dict[str, Any]) -> dic
         ctx.meter.finish()
         finish(ctx)
         return ollama_error(status, message)
+    except asyncio.CancelledError:
+        finish.abandoned(ctx)
+        raise
     ctx.status = 200
     ctx.meter.mark_first_token()
     ctx.meter.observe(result)

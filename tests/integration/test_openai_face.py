@@ -223,6 +223,64 @@ def test_a_client_that_disconnects_mid_stream_stops_the_generation(stack) -> Non
     assert any(row["error"] == "client disconnected" for row in rows)
 
 
+def runner_status(stack, model: str) -> dict:
+    response = httpx.get(
+        stack.url("dashboard") + "/api/manage/runners", headers=stack.admin_headers(), timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return {row["model"]: row for row in response.json()}[model]
+
+
+def gives_up_waiting(stack, face: str, path: str, body: dict) -> None:
+    """Send a non-streamed request that would generate for long, and give up on its answer."""
+    offset = stack.runner_log_size("tiny-chat")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(stack.url(face) + path, json=body, timeout=httpx.Timeout(30, read=0.3))
+    # llama-server checks its non-streamed clients once a second and says when it drops a task.
+    deadline = time.monotonic() + 8
+    log = b""
+    while time.monotonic() < deadline and b"cancel task" not in log:
+        time.sleep(0.2)
+        with stack.runner_log("tiny-chat").open("rb") as handle:
+            handle.seek(offset)
+            log = handle.read()
+    assert b"cancel task" in log, "llama-server finished a task whose client had gone away"
+
+
+@pytest.mark.parametrize(
+    ("face", "path", "body", "endpoint"),
+    [
+        (
+            "api",
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "go on"}], "max_tokens": 200_000, "ignore_eos": True},
+            "chat/completions",
+        ),
+        (
+            "lmstudio",
+            "/api/v0/completions",
+            {"prompt": "go on", "max_tokens": 200_000, "ignore_eos": True},
+            "completions",
+        ),
+        (
+            "ollama",
+            "/api/generate",
+            {"prompt": "go on", "stream": False, "options": {"num_predict": 200_000, "ignore_eos": True}},
+            "generate",
+        ),
+    ],
+)
+def test_a_client_that_gives_up_on_a_whole_answer_stops_the_generation_and_frees_the_runner(
+    stack, client, face: str, path: str, body: dict, endpoint: str
+) -> None:
+    # Loaded first, so that the wait given up on is the generation, not the model's start.
+    client.completions.create(model="tiny-chat", prompt="hi", max_tokens=1)
+    gives_up_waiting(stack, face, path, {"model": "tiny-chat", **body})
+    rows = wait_for_rows(stack, 1, model="tiny-chat", status="499", endpoint=endpoint, face=face)
+    assert rows[0]["error"] == "client disconnected"
+    assert runner_status(stack, "tiny-chat")["in_flight"] == 0
+
+
 def test_fifty_concurrent_streams_make_fifty_usage_rows_with_the_right_counts(stack) -> None:
     marker_model = "tiny-embed"  # a model the other tests do not stream from, so rows are ours alone
     before = len(usage_rows(stack, model=marker_model, endpoint="completions"))

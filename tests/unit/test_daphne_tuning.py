@@ -1,4 +1,5 @@
-"""Eager writes on Twisted transports: sent at once when idle, Twisted's buffer otherwise."""
+"""Eager writes on Twisted transports: sent at once when idle, Twisted's buffer otherwise; a
+response's head sent with its first body bytes."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import socket
 
 import pytest
 from twisted.internet import abstract
+from twisted.internet.address import IPv4Address
+from twisted.web import http
 
-from llamaproxy.daphne_tuning import eager_write, eager_write_sequence
+from llamaproxy.daphne_tuning import _head_with_body, eager_write, eager_write_sequence
 
 
 class Probe(abstract.FileDescriptor):
@@ -85,3 +88,104 @@ def test_a_send_that_fails_leaves_the_data_to_twisted_which_finds_the_loss(pair)
     probe = Probe(a)
     eager_write(probe, b"orphan")
     assert probe.buffered() == b"orphan" and probe.polls == 1
+
+
+class Sends:
+    """A connection's transport that records each write as one send."""
+
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sends.append(data)
+
+    def writeSequence(self, iovec) -> None:
+        self.sends.append(b"".join(iovec))
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 8585)
+
+
+@pytest.fixture
+def head_with_body(monkeypatch) -> None:
+    monkeypatch.setattr(http.Request, "write", http.Request.write)  # put back after the test
+    _head_with_body()
+
+
+def request(method: bytes = b"POST", length: int | None = None) -> tuple[http.Request, Sends]:
+    channel = http.HTTPChannel()
+    channel.transport = transport = Sends()
+    req = http.Request(channel)
+    req.method, req.clientproto = method, b"HTTP/1.1"
+    if length is not None:
+        req.setHeader(b"Content-Length", b"%d" % length)
+    return req, transport
+
+
+def test_a_whole_answer_goes_out_with_its_head_in_one_send(head_with_body) -> None:
+    req, transport = request(length=4)
+    req.write(b"done")
+    assert len(transport.sends) == 1
+    head, _, body = transport.sends[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 4" in head and body == b"done"
+
+
+def test_a_stream_sends_its_head_with_the_first_chunk_then_a_send_per_chunk(head_with_body) -> None:
+    req, transport = request()
+    req.write(b"one")
+    req.write(b"two")
+    assert len(transport.sends) == 2
+    assert b"Transfer-Encoding: chunked" in transport.sends[0]
+    assert transport.sends[0].endswith(b"\r\n\r\n3\r\none\r\n") and transport.sends[1] == b"3\r\ntwo\r\n"
+
+
+def test_a_head_request_sends_the_head_alone(head_with_body) -> None:
+    req, transport = request(method=b"HEAD", length=4)
+    req.write(b"done")
+    assert len(transport.sends) == 1 and transport.sends[0].endswith(b"\r\n\r\n")
+
+
+def test_whether_a_connection_is_tls_is_asked_once_per_transport(monkeypatch) -> None:
+    from twisted.internet.interfaces import ISSLTransport
+    from zope.interface import directlyProvides
+
+    from llamaproxy.daphne_tuning import _secure_per_connection
+
+    asked = []
+    original = http.HTTPChannel.isSecure
+    monkeypatch.setattr(http.HTTPChannel, "isSecure", lambda self: asked.append(1) or original(self))
+    _secure_per_connection()
+    channel = http.HTTPChannel()
+    channel.transport = Sends()
+    assert [channel.isSecure() for _ in range(3)] == [False] * 3 and len(asked) == 1
+    tls = Sends()
+    directlyProvides(tls, ISSLTransport)
+    channel.transport = tls  # another transport: asked again
+    assert channel.isSecure() and channel.isSecure() and len(asked) == 2
+
+
+@pytest.mark.parametrize(("verbosity", "logged"), [(1, False), (2, True)])
+def test_twisteds_access_log_is_made_only_where_it_goes_somewhere(monkeypatch, verbosity, logged) -> None:
+    from types import SimpleNamespace
+
+    from daphne.http_protocol import HTTPFactory
+
+    from llamaproxy.daphne_tuning import _no_discarded_access_log
+
+    monkeypatch.setattr(HTTPFactory, "startFactory", HTTPFactory.startFactory)  # put back after the test
+    _no_discarded_access_log()
+    factory = object.__new__(HTTPFactory)  # no reactor, no clock: only what startFactory reads
+    factory.server, factory.logPath, factory._logDateTimeCall = (
+        SimpleNamespace(verbosity=verbosity),
+        None,
+        True,
+    )
+    formatted = []
+    factory._logFormatter = lambda when, request: formatted.append(request) or "line"
+    factory._logDateTime = "now"
+    factory.startFactory()
+    factory.log(object())
+    assert bool(formatted) is logged

@@ -444,3 +444,57 @@ async def test_an_idle_connection_that_received_stray_bytes_is_not_reused() -> N
             await asyncio.sleep(0.05)  # the stray bytes arrive while the connection is idle
         await transport.aclose()
     assert connections == 2
+
+
+async def test_a_request_cancelled_while_the_runner_works_drops_the_connection() -> None:
+    """How a client that gives up on a whole (non-streamed) answer stops llama-server."""
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if await reader.read(1) == b"":  # never answers; waits for the relay to hang up
+            closed.set()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        request = asyncio.create_task(transport.handle_async_request(httpx.Request("POST", base + "/x")))
+        await asyncio.sleep(0.05)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await asyncio.wait_for(closed.wait(), 5)
+        assert not transport._idle.get(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["with-its-head", "after-its-head"])
+async def test_a_whole_answer_is_read_and_its_connection_reused(split: bool) -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            answer = reply(b'{"n": 1}')
+            if split:
+                head, body = answer.split(b"\r\n\r\n")
+                writer.write(head + b"\r\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.02)
+                answer = body
+            writer.write(answer)
+            await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        port = int(base.rsplit(":", 1)[1])
+        for _ in range(2):
+            response = await transport.send_raw("127.0.0.1", port, b"GET", b"/x", [(b"host", b"x")], None)
+            assert await response.stream.read() == b'{"n": 1}'
+        await transport.aclose()
+    assert connections == 1

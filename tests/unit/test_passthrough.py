@@ -1,0 +1,119 @@
+"""How a relayed request ends: a whole answer sent as it came and accounted for once sent; a
+lease released and usage recorded once, also when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+
+from proxies.gateway import Finish
+from proxies.relay import RelayContext, passthrough
+
+ANSWER = (
+    b'{"choices":[{"text":"hi","finish_reason":"length"}],"usage":{"prompt_tokens":4,"completion_tokens":1}}'
+)
+
+
+def upstream(body: bytes = ANSWER, status: int = 200) -> httpx.Response:
+    return httpx.Response(
+        status, headers={"content-type": "application/json", "x-runner": "1", "server": "llama"}, content=body
+    )
+
+
+async def test_the_answer_is_passed_on_and_accounted_for_when_the_response_is_closed() -> None:
+    ctx = RelayContext(face="api", endpoint="completions")
+    finished: list[RelayContext] = []
+    response = await passthrough(upstream(), ctx, finished.append)
+    assert response.status_code == 200 and response.content == ANSWER
+    assert response["Content-Type"] == "application/json" and response["x-runner"] == "1"
+    assert not response.has_header("server")
+    assert finished == [] and ctx.meter.prompt_tokens is None  # nothing yet: the client has not been answered
+
+    await asyncio.sleep(0.01)
+    response.close()
+    assert finished == [ctx]
+    meter = ctx.meter
+    assert (meter.prompt_tokens, meter.completion_tokens) == (4, 1)
+    # The times are those of the answer's arrival, not of the close.
+    assert meter.first_token_at == meter.ended and meter.duration_ms < 10
+    response.close()
+    assert finished == [ctx]  # once only
+
+
+async def test_an_upstream_error_is_recorded_with_its_message() -> None:
+    ctx = RelayContext(face="api", endpoint="completions")
+    finished: list[RelayContext] = []
+    body = b'{"error":{"code":400,"message":"the prompt is too long","type":"invalid_request_error"}}'
+    response = await passthrough(upstream(body, 400), ctx, finished.append)
+    assert response.status_code == 400 and response.content == body
+    response.close()
+    assert finished == [ctx] and ctx.status == 400 and ctx.error == "the prompt is too long"
+
+
+async def test_a_failing_account_is_logged_and_the_response_still_closes(caplog) -> None:
+    def broken(ctx: RelayContext) -> None:
+        raise RuntimeError("boom")
+
+    response = await passthrough(upstream(), RelayContext(face="api", endpoint="completions"), broken)
+    with caplog.at_level(logging.ERROR, logger="proxies.relay"):
+        response.close()
+    assert response.closed and "accounting for a relayed answer failed" in caplog.text
+
+
+class Lease:
+    def __init__(self) -> None:
+        self.released = 0
+        self.load_seconds = 0.0
+
+    def release(self) -> None:
+        self.released += 1
+
+
+@pytest.fixture
+def recorded(monkeypatch) -> list[RelayContext]:
+    rows: list[RelayContext] = []
+    monkeypatch.setattr("proxies.gateway.record", lambda ctx, load_seconds=0.0: rows.append(ctx))
+    return rows
+
+
+def test_finish_releases_and_records_once(recorded) -> None:
+    lease = Lease()
+    finish = Finish(lease)
+    ctx = RelayContext(face="api", endpoint="completions", status=200)
+    finish(ctx)
+    finish(ctx)
+    finish.abandoned(ctx)
+    assert lease.released == 1 and recorded == [ctx] and ctx.status == 200 and not ctx.error
+
+
+def test_an_abandoned_request_is_recorded_as_the_client_disconnecting(recorded) -> None:
+    lease = Lease()
+    finish = Finish(lease)
+    ctx = RelayContext(face="ollama", endpoint="generate")
+    finish.abandoned(ctx)
+    finish(ctx)
+    assert lease.released == 1 and recorded == [ctx]
+    assert (ctx.status, ctx.error) == (499, "client disconnected") and ctx.meter.ended is not None
+
+
+async def test_a_request_abandoned_while_its_model_loads_is_recorded(recorded, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from proxies.gateway import acquire_runner
+
+    async def loading(model: str, **kwargs) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr("runners.scheduler.acquire", loading)
+    ctx = RelayContext(face="api", endpoint="chat/completions")
+    model = SimpleNamespace(name="big", kind="llm")
+    task = asyncio.create_task(acquire_runner(model, ctx))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorded == [ctx] and ctx.status == 499 and ctx.model == "big"
+    assert ctx.error == "client disconnected while waiting for the model"
