@@ -671,9 +671,7 @@ async def transcribe(
         finally:
             await upstream.aclose()
     except httpx.HTTPError as exc:
-        ctx.status = 502
-        ctx.error = f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
-        finish(ctx)
+        finish.failed(ctx, exc)
         return openai_error(502, ctx.error, "upstream_error")
     except asyncio.CancelledError:
         finish.abandoned(ctx)

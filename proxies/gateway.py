@@ -157,8 +157,7 @@ async def acquire_runner(
         record(ctx)
         raise FaceError(exc.status, exc.message, exc.code) from None
     except asyncio.CancelledError:  # the client gave up waiting for the model
-        ctx.status, ctx.error = 499, "client disconnected while waiting for the model"
-        ctx.meter.finish()
+        mark_abandoned(ctx, "client disconnected while waiting for the model")
         record(ctx)
         raise
 
@@ -166,6 +165,16 @@ async def acquire_runner(
 def record(ctx: RelayContext, load_seconds: float = 0.0) -> None:
     usage_writer.record(ctx, load_seconds)
     metrics.observe(ctx)
+
+
+def mark_abandoned(ctx: RelayContext, error: str = "client disconnected") -> None:
+    """The client went away before anything of its answer was sent (its request was cancelled)."""
+    ctx.status, ctx.error = 499, error
+    ctx.meter.finish()
+
+
+def runner_did_not_answer(model: str, exc: Exception) -> str:
+    return f"the runner for '{model}' did not answer: {exc or type(exc).__name__}"
 
 
 class Finish:
@@ -188,8 +197,12 @@ class Finish:
         """The client went away before its answer was relayed (its request task was cancelled)."""
         if self.done:
             return
-        ctx.status, ctx.error = 499, "client disconnected"
-        ctx.meter.finish()
+        mark_abandoned(ctx)
+        self(ctx)
+
+    def failed(self, ctx: RelayContext, exc: Exception) -> None:
+        """The runner did not answer (or broke off its answer): 502."""
+        ctx.status, ctx.error = 502, runner_did_not_answer(self._lease.model, exc)
         self(ctx)
 
 

@@ -124,9 +124,7 @@ async def send_to_runner(
         upstream = await open_upstream(lease.base_url, method, path, content=body, headers=headers)
         return await passthrough(upstream, ctx, finish)
     except httpx.HTTPError as exc:
-        ctx.status = 502
-        ctx.error = f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
-        finish(ctx)
+        finish.failed(ctx, exc)
         return openai_error(502, ctx.error, "upstream_error")
     except asyncio.CancelledError:
         finish.abandoned(ctx)

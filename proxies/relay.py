@@ -144,14 +144,14 @@ async def passthrough(upstream: httpx.Response, ctx: RelayContext, finalize: Fin
             content_type,
             response_headers(upstream),
         )
-    stream = upstream.stream
     try:
+        stream = upstream.stream
         if isinstance(stream, RunnerBody) and "content-encoding" not in upstream.headers:
             body = await stream.read()
         else:
             body = await upstream.aread()
     finally:
-        await (stream.aclose() if isinstance(stream, RunnerBody) else upstream.aclose())
+        await upstream.aclose()
     arrived = time.perf_counter()
 
     def account() -> None:

@@ -245,9 +245,7 @@ async def generation(
             return stream_response(events, 200, "text/event-stream", response_headers(upstream))
         return await whole_response(upstream, ctx, model, runner, finish)
     except httpx.HTTPError as exc:
-        ctx.status = 502
-        ctx.error = f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
-        finish(ctx)
+        finish.failed(ctx, exc)
         return openai_error(502, ctx.error, "upstream_error")
     except asyncio.CancelledError:
         finish.abandoned(ctx)

@@ -33,6 +33,7 @@ from proxies.gateway import (
     record,
     record_failure,
     resolve_model,
+    runner_did_not_answer,
 )
 from proxies.keys import KeyInfo
 from proxies.ollama import translate as t
@@ -335,7 +336,7 @@ async def relay_ndjson(
 def _failure(exc: Exception, lease: Any) -> tuple[int, str]:
     if isinstance(exc, UpstreamRefused):
         return _client_status(exc.status), exc.message
-    return 502, f"the runner for '{lease.model}' did not answer: {exc or type(exc).__name__}"
+    return 502, runner_did_not_answer(lease.model, exc)
 
 
 async def translated_objects(
