@@ -14,6 +14,9 @@ from models_catalog.tiny_model import write_tiny_model
 pytestmark = pytest.mark.integration
 
 
+CHAT_CTX_SIZE = 16384
+
+
 def put_models(stack) -> None:
     write_tiny_model(stack.models_dir / "tiny-chat.gguf", name="tiny-chat", seed=1)
     write_tiny_model(stack.models_dir / "tiny-embed.gguf", name="tiny-embed", seed=2)
@@ -30,12 +33,18 @@ def stack(request, tmp_path_factory, llama_server_binary):
     stack.manage("migrate", "--noinput")
     stack.manage("scan_models")
     stack.start()
-    response = httpx.patch(
-        stack.url("dashboard") + "/api/manage/models/tiny-embed",
-        json={"parameters": {"embeddings": True, "pooling": "mean"}},
-        headers=stack.admin_headers(),
-    )
-    assert response.status_code == 200, response.text
+    # tiny-chat's context is four times its trained one, so that an endless answer lasts
+    # several seconds: the disconnect tests need it to outlast llama-server's 1 s check.
+    for model, parameters in (
+        ("tiny-embed", {"embeddings": True, "pooling": "mean"}),
+        ("tiny-chat", {"ctx_size": CHAT_CTX_SIZE}),
+    ):
+        response = httpx.patch(
+            stack.url("dashboard") + f"/api/manage/models/{model}",
+            json={"parameters": parameters},
+            headers=stack.admin_headers(),
+        )
+        assert response.status_code == 200, response.text
     yield stack
     stack.stop()
 
@@ -208,7 +217,7 @@ def test_a_client_that_disconnects_mid_stream_stops_the_generation(stack) -> Non
         if busy:
             time.sleep(0.1)
     assert not busy, "llama-server kept generating after the client went away"
-    # Not busy is not enough: left alone, the tiny model fills its whole context in about a second.
+    # Not busy is not enough: left alone, the tiny model fills its whole context in a few seconds.
     # llama-server logs how far the task got when it released the slot: far short of the context.
     released = stack.slot_releases("tiny-chat", offset)
     n_ctx = max(slot.get("n_ctx", 0) for slot in slots)
@@ -236,7 +245,8 @@ def gives_up_waiting(stack, face: str, path: str, body: dict) -> None:
     offset = stack.runner_log_size("tiny-chat")
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(stack.url(face) + path, json=body, timeout=httpx.Timeout(30, read=0.3))
-    # llama-server checks its non-streamed clients once a second and says when it drops a task.
+    # llama-server checks its non-streamed clients once a second and says when it drops a task
+    # (the answer would take several seconds: see the stack's ctx_size).
     deadline = time.monotonic() + 8
     log = b""
     while time.monotonic() < deadline and b"cancel task" not in log:
@@ -245,6 +255,8 @@ def gives_up_waiting(stack, face: str, path: str, body: dict) -> None:
             handle.seek(offset)
             log = handle.read()
     assert b"cancel task" in log, "llama-server finished a task whose client had gone away"
+    released = stack.slot_releases("tiny-chat", offset)
+    assert released and released[-1] < CHAT_CTX_SIZE // 2, released
 
 
 @pytest.mark.parametrize(
