@@ -90,9 +90,9 @@ class LeanASGIHandler(ASGIHandler):
         iterator = None
         try:
             await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            write = body_writer(send) if hasattr(stream, "pump") else None
-            if write is not None:
-                await stream.pump(write)
+            writer = body_writer(send) if hasattr(stream, "pump") else None
+            if writer is not None:
+                await stream.pump(writer.write, writer.write_chunk)
             else:
                 iterator = aiter(stream)
                 async for chunk in iterator:

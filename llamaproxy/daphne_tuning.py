@@ -17,7 +17,8 @@ Measured with `bench/bench_gateway.py`: about a fifth less gateway CPU per strea
 
 2. Body bytes written straight to daphne's request (`body_writer`): a relayed stream's chunks
 skip the ASGI message per chunk (a dict, daphne's connection checks, its reply dispatch and
-logging) and go out as HTTP chunks from the runner connection's receive callback.
+logging) and go out as HTTP chunks from the runner connection's receive callback; a runner's
+chunk goes out with its own framing, neither decoded nor encoded again.
 
 3. No form parsing in Twisted. twisted.web parses every POST body's Content-Type with the email
 package, and a multipart body (an audio upload) with it in full, to fill `request.args`, which
@@ -33,30 +34,27 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import abstract, tcp
 
 _INSTALLED = "_llamaproxy_eager_write"
 
 
-def _idle(transport: abstract.FileDescriptor) -> bool:
-    """Connected, not closing, and nothing waiting in either of Twisted's two buffers."""
-    return (
-        transport.connected
+def eager_write(transport: abstract.FileDescriptor, data: bytes) -> None:
+    # On a streamed completion this runs once per token, each time on a cold CPU cache (the
+    # cores were generating meanwhile), so the socket is written here directly rather than
+    # through `writeSomeData` and `untilConcludes` (Python retries EINTR by itself).
+    if (  # connected, not closing, and nothing waiting in either of Twisted's two buffers
+        data
+        and type(data) is bytes
+        and transport.connected
         and not transport.disconnecting
         and not transport._writeDisconnecting
         and not transport._writeDisconnected
         and not transport._tempDataLen
         and transport.offset >= len(transport.dataBuffer)
-    )
-
-
-def eager_write(transport: abstract.FileDescriptor, data: bytes) -> None:
-    # On a streamed completion this runs once per token, each time on a cold CPU cache (the
-    # cores were generating meanwhile), so the socket is written here directly rather than
-    # through `writeSomeData` and `untilConcludes` (Python retries EINTR by itself).
-    if data and type(data) is bytes and _idle(transport):
+    ):
         try:
             sent = transport.socket.send(data)
         except OSError:  # would block, or the connection is gone: Twisted's path finds out the same
@@ -69,13 +67,11 @@ def eager_write(transport: abstract.FileDescriptor, data: bytes) -> None:
 
 
 def eager_write_sequence(transport: abstract.FileDescriptor, iovec: Iterable[bytes]) -> None:
-    if _idle(transport):
-        parts = list(iovec)
-        if all(type(part) is bytes for part in parts):
-            eager_write(transport, b"".join(parts))
-            return
-        iovec = parts
-    abstract.FileDescriptor.writeSequence(transport, iovec)
+    parts = list(iovec)
+    if all(type(part) is bytes for part in parts):
+        eager_write(transport, b"".join(parts))
+    else:
+        abstract.FileDescriptor.writeSequence(transport, parts)
 
 
 def install() -> bool:
@@ -220,11 +216,24 @@ def on_connection_lost(send: Any, callback: Callable[[], object]) -> bool | None
     return True
 
 
-def body_writer(send: Any) -> Callable[[bytes], None] | None:
-    """For daphne's ASGI `send` (its `Server.handle_reply` bound to the request), a function that
-    writes response body bytes to that request at once, as `send` would with `more_body`;
+class BodyWriter(NamedTuple):
+    """Writers of response body bytes straight to a daphne request (see `body_writer`)."""
+
+    write: Callable[[bytes], None]
+    write_chunk: Callable[[bytes, int], bool]
+
+
+def body_writer(send: Any) -> BodyWriter | None:
+    """For daphne's ASGI `send` (its `Server.handle_reply` bound to the request), functions that
+    write response body bytes to that request at once, as `send` would with `more_body`;
     None for any other server. The response must have been started through `send`, and is
-    finished through it too (the final empty body message)."""
+    finished through it too (the final empty body message).
+
+    - `write(data)` sends `data` as body bytes.
+    - `write_chunk(chunk, size)` sends `chunk`, one whole HTTP/1.1 chunk (its size line, `size`
+      payload bytes, CRLF) as it is, once the response is under way in chunked encoding: a
+      runner's chunk goes on unchanged, with no decoding and encoding again. False when the
+      response is not that (not started yet, HTTP/1.0, HEAD): the caller writes the payload."""
     request = _daphne_request(send)
     if request is None:
         return None
@@ -238,4 +247,13 @@ def body_writer(send: Any) -> Callable[[bytes], None] | None:
         else:  # the first write sends the headers; HTTP/1.0 and HEAD take Twisted's own path
             request.write(data)
 
-    return write
+    def write_chunk(chunk: bytes, size: int) -> bool:
+        if request._disconnected or request.finished:
+            return True  # the client is gone: nothing to send
+        if request.startedWriting and request.chunked:
+            request.sentLength += size
+            request.channel.transport.write(chunk)
+            return True
+        return False
+
+    return BodyWriter(write, write_chunk)

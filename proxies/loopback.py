@@ -194,22 +194,23 @@ class ChunkedDecoder:
         self.done = False
         self._trailers = False
 
-    def whole_chunk(self, data: bytes) -> bytes | None:
-        """The payload when `data` is exactly one complete chunk (not the last) and nothing is
-        pending, as a streamed token usually arrives; else None, and `feed` takes `data`."""
+    def whole_chunk(self, data: bytes) -> int:
+        """Where the payload starts when `data` is exactly one complete chunk (not the last) and
+        nothing is pending, as a streamed token usually arrives: the payload is then
+        `data[start:-2]`. 0 otherwise, and `feed` takes `data`."""
         if self._buffer or self._left or self._crlf or self._trailers:
-            return None
+            return 0
         line_end = data.find(b"\r\n", 0, 18)
         if line_end <= 0 or not data.endswith(b"\r\n"):
-            return None
+            return 0
         try:
             size = int(data[:line_end], 16)
         except ValueError:
-            return None
+            return 0
         # isalnum: int() also takes signs, "_" and spaces, which no chunk size has
         if size <= 0 or line_end + size + 4 != len(data) or not data[:line_end].isalnum():
-            return None
-        return data[line_end + 2 : -2]
+            return 0
+        return line_end + 2
 
     def feed(self, data: bytes) -> bytes:
         buffer = self._buffer + data if self._buffer else data
@@ -343,9 +344,13 @@ class RunnerBody(httpx.AsyncByteStream):
             return body
         return b"".join([data async for data in self])
 
-    async def pump(self, on_data: Callable[[bytes], None]) -> None:
+    async def pump(
+        self, on_data: Callable[[bytes], None], on_chunk: Callable[[bytes, int], None] | None = None
+    ) -> None:
         """Hand the body to `on_data` as it arrives, called from the connection's own receive
         callback (no task wakes per chunk: the relay's path for streamed completions).
+        With `on_chunk`, an arrival that is exactly one whole chunk (the usual one: a token) goes
+        to it instead, framing and all, with where its payload starts (see `whole_chunk`).
         Returns once the body is complete; raises as iterating would."""
         conn = self._conn
         if conn is None:
@@ -362,9 +367,12 @@ class RunnerBody(httpx.AsyncByteStream):
             if finished.done():
                 return
             try:
-                data = decoder.whole_chunk(received)
-                if data is not None:
-                    on_data(data)  # the usual arrival: one whole chunk, the body not done
+                start = decoder.whole_chunk(received)
+                if start:  # the usual arrival: one whole chunk, the body not done
+                    if on_chunk is not None:
+                        on_chunk(received, start)
+                    else:
+                        on_data(received[start:-2])
                     return
                 data = decoder.feed(received)
                 if data:

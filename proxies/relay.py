@@ -224,7 +224,8 @@ def account_frame(payload: bytes, meter: UsageMeter) -> None:
         or b'"reasoning_content":"' in payload
     ):
         meter.chunks_with_content += 1
-        meter.mark_first_token()
+        if meter.first_token_at is None:  # UsageMeter.mark_first_token, inlined: this runs per token
+            meter.first_token_at = time.perf_counter()
 
 
 class SSERelay:
@@ -257,7 +258,12 @@ class SSERelay:
                 yield chunk
                 self._account(chunk)
 
-    async def pump(self, write: Callable[[bytes], object]) -> None:
+    async def pump(
+        self, write: Callable[[bytes], object], write_chunk: Callable[[bytes, int], bool] | None = None
+    ) -> None:
+        """`write_chunk(chunk, size)`, when given, sends one whole HTTP/1.1 chunk of `size` payload
+        bytes to the client as it is (the runner's chunk framing is the client's too), or returns
+        False when the response is not chunked, and the payload goes to `write` instead."""
         account, parser, meter = self._account, self._parser, self._ctx.meter
 
         def relay(chunk: bytes) -> None:
@@ -268,10 +274,20 @@ class SSERelay:
             else:
                 account(chunk)
 
+        def relay_chunk(chunk: bytes, start: int) -> None:
+            # One whole chunk from the runner, its payload `chunk[start:-2]`: the usual token.
+            end = len(chunk) - 2
+            if not write_chunk(chunk, end - start):
+                write(chunk[start:end])
+            if not parser.pending and (payload := single_frame_payload(chunk, start, end)) is not None:
+                account_frame(payload, meter)
+            else:
+                account(chunk[start:end])
+
         async with self._consuming():
             stream = self._upstream.stream
             if isinstance(stream, RunnerBody):
-                await stream.pump(relay)
+                await stream.pump(relay, relay_chunk if write_chunk is not None else None)
             else:
                 async for chunk in self._upstream.aiter_raw():
                     relay(chunk)

@@ -28,16 +28,18 @@ class SSEFrameParser:
                 payloads.append(b"\n".join(data))
 
 
-def single_frame_payload(chunk: bytes) -> bytes | None:
-    """The payload when `chunk` is `data: <one line>\\n\\n` and nothing else (C-speed checks
-    only), else None."""
+def single_frame_payload(chunk: bytes, start: int = 0, end: int | None = None) -> bytes | None:
+    """The payload when `chunk[start:end]` is `data: <one line>\\n\\n` and nothing else (C-speed
+    checks only, no copy unless it is), else None."""
+    if end is None:
+        end = len(chunk)
     if (
-        chunk.startswith(b"data: ")
-        and chunk.find(b"\n") == len(chunk) - 2
-        and chunk.endswith(b"\n\n")
-        and b"\r" not in chunk
+        chunk.startswith(b"data: ", start)
+        and chunk.find(b"\n", start, end) == end - 2
+        and chunk.endswith(b"\n\n", start, end)
+        and chunk.find(b"\r", start, end) < 0
     ):
-        return chunk[5:-2].lstrip(b" ")
+        return chunk[start + 5 : end - 2].lstrip(b" ")
     return None
 
 

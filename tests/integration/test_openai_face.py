@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import time
 
 import httpx
@@ -108,6 +110,58 @@ def test_it_streams_a_chat_completion(client: openai.OpenAI) -> None:
     chunks = list(stream)
     assert chunks[-1].choices == [] or chunks[-1].choices[0].finish_reason == "length"
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 1
+
+
+def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """One request over a plain socket; the response's head and its body as sent (until close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request)
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head, body
+
+
+def chunks_of(body: bytes) -> list[bytes]:
+    """A chunked body's chunks, each checked against its size line."""
+    chunks = []
+    while True:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            assert rest == b"\r\n", rest[:80]
+            return chunks
+        assert rest[size : size + 2] == b"\r\n"
+        chunks.append(rest[:size])
+        body = rest[size + 2 :]
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+def test_a_stream_keeps_the_runners_events_whole_over_either_http_version(stack, version: str) -> None:
+    """HTTP/1.1 clients get the runner's chunks as they were sent (one event each); HTTP/1.0
+    clients, which have no chunked encoding, get the same events in a body that ends at close."""
+    payload = json.dumps(
+        {"model": "tiny-chat", "prompt": "Once", "max_tokens": 9, "stream": True, "ignore_eos": True}
+    ).encode()
+    request = (
+        f"POST /v1/completions {version}\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+    head, body = raw_exchange(stack.ports["api"], request)
+    assert head.startswith(version.encode() + b" 200"), head
+    if version == "HTTP/1.1":
+        assert b"transfer-encoding: chunked" in head.lower()
+        events = chunks_of(body)
+        assert all(event.startswith(b"data: ") and event.endswith(b"\n\n") for event in events), events
+        body = b"".join(events)
+    else:
+        assert b"transfer-encoding" not in head.lower()
+    frames = [frame for frame in body.split(b"\n\n") if frame]
+    assert frames[-1] == b"data: [DONE]"
+    texts = [json.loads(frame[len(b"data: ") :])["choices"][0] for frame in frames[:-1]]
+    assert sum(1 for choice in texts if choice["text"]) >= 1
+    assert texts[-1]["finish_reason"] == "length"
 
 
 def test_it_answers_completions(client: openai.OpenAI) -> None:

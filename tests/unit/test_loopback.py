@@ -256,7 +256,8 @@ def test_the_chunked_decoder_refuses_bad_framing(data: bytes, problem: str) -> N
 def test_a_whole_chunk_is_recognised_only_when_it_is_exactly_one(data: bytes, payload: bytes | None) -> None:
     from proxies.loopback import ChunkedDecoder
 
-    assert ChunkedDecoder().whole_chunk(data) == payload
+    start = ChunkedDecoder().whole_chunk(data)
+    assert (data[start:-2] if start else None) == payload
 
 
 def test_no_whole_chunk_is_taken_while_the_decoder_is_inside_one() -> None:
@@ -265,7 +266,7 @@ def test_no_whole_chunk_is_taken_while_the_decoder_is_inside_one() -> None:
     decoder = ChunkedDecoder()
     assert decoder.feed(b"a\r\nhel") == b"hel"
     # The rest of that 10-byte chunk happens to look like a whole chunk of its own.
-    assert decoder.whole_chunk(b"2\r\nxy\r\n") is None
+    assert decoder.whole_chunk(b"2\r\nxy\r\n") == 0
     assert decoder.feed(b"2\r\nxy\r\n") == b"2\r\nxy\r\n"
     assert decoder.feed(b"\r\n0\r\n\r\n") == b"" and decoder.done
 
@@ -380,6 +381,33 @@ async def test_a_pumped_stream_reaches_the_callback_as_it_arrives_and_the_connec
             assert b"".join(received) == b"".join(frames) and len(received) >= 3
         await transport.aclose()
     assert connections == 1
+
+
+async def test_a_pump_hands_whole_chunks_on_with_their_framing_and_the_rest_as_payload() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        for piece in (b"5\r\nhello\r\n", b"3\r\nab", b"c\r\n", b"1A\r\n" + b"z" * 26 + b"\r\n"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)  # each piece arrives on its own
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        response = await LoopbackTransport().handle_async_request(httpx.Request("GET", base + "/s"))
+        whole: list[bytes] = []
+        payloads: list[bytes] = []
+
+        def on_chunk(chunk: bytes, start: int) -> None:
+            whole.append(chunk)
+            payloads.append(chunk[start:-2])
+
+        await asyncio.wait_for(response.stream.pump(payloads.append, on_chunk), 5)
+    assert whole == [b"5\r\nhello\r\n", b"1A\r\n" + b"z" * 26 + b"\r\n"]
+    assert b"".join(payloads) == b"hello" + b"abc" + b"z" * 26
 
 
 async def test_a_pump_ends_with_an_error_when_the_runner_closes_mid_stream() -> None:

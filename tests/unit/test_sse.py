@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxies.sse import SSEFrameParser
+from proxies.sse import SSEFrameParser, single_frame_payload
 
 LF = b'data: {"a": 1}\n\n: keep-alive comment\n\ndata: line one\ndata: line two\n\nevent: x\ndata: [DONE]\n\n'
 CRLF = LF.replace(b"\n", b"\r\n")
@@ -26,3 +26,24 @@ def test_an_unfinished_frame_waits_for_its_end() -> None:
     assert parser.feed(b'data: {"a"') == []
     assert parser.feed(b": 1}\n") == []
     assert parser.feed(b"\ndata: 2\n\n") == [b'{"a": 1}', b"2"]
+
+
+@pytest.mark.parametrize(
+    ("frame", "payload"),
+    [
+        (b'data: {"a": 1}\n\n', b'{"a": 1}'),
+        (b"data:x\n\n", None),  # the fast path wants `data: `; the parser takes the rest
+        (b"data: one\ndata: two\n\n", None),
+        (b"data: one\r\n\r\n", None),
+        (b"data: one\n\ndata: two\n\n", None),
+        (b"data: one\n", None),
+        (b": comment\n\n", None),
+    ],
+)
+def test_one_whole_frame_is_recognised_alone_or_inside_its_http_chunk(
+    frame: bytes, payload: bytes | None
+) -> None:
+    assert single_frame_payload(frame) == payload
+    chunk = b"%x\r\n%b\r\n" % (len(frame), frame)
+    start = chunk.index(b"\r\n") + 2
+    assert single_frame_payload(chunk, start, len(chunk) - 2) == payload

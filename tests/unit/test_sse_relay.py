@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from llamaproxy.daphne_tuning import abort, body_writer
+from proxies.loopback import RunnerBody
 from proxies.relay import RelayContext, SSERelay
 
 FRAMES = [
@@ -61,6 +62,50 @@ async def test_pumped_and_iterated_relays_pass_bytes_on_and_count_the_same(chunk
         assert done == [ctx] and ctx.error == ""
         assert (ctx.meter.prompt_tokens, ctx.meter.completion_tokens) == (3, 2)
         assert ctx.meter.finish_reason == "length" and ctx.meter.first_token_at is not None
+
+
+class PumpedRunnerBody(RunnerBody):
+    """A runner's chunked body as its pump hands it on: every arrival one whole chunk."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.payloads, self.closed = payloads, 0
+
+    async def pump(self, on_data, on_chunk=None) -> None:
+        for payload in self.payloads:
+            chunk = b"%x\r\n%b\r\n" % (len(payload), payload)
+            if on_chunk is None:
+                on_data(payload)
+            else:
+                on_chunk(chunk, chunk.index(b"\r\n") + 2)
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.parametrize("chunks", [FRAMES, SPLIT], ids=["frame-per-chunk", "split"])
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked-client", "other-client"])
+async def test_whole_runner_chunks_go_on_as_they_are_to_a_chunked_client(
+    chunks: list[bytes], chunked: bool
+) -> None:
+    body = PumpedRunnerBody(chunks)
+    ctx = RelayContext(face="api", endpoint="completions")
+    done: list[RelayContext] = []
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=body)
+    framed: list[tuple[bytes, int]] = []
+    written: list[bytes] = []
+
+    def write_chunk(chunk: bytes, size: int) -> bool:
+        if chunked:
+            framed.append((chunk, size))
+        return chunked
+
+    await SSERelay(response, ctx, done.append).pump(written.append, write_chunk)
+
+    expected = [(b"%x\r\n%b\r\n" % (len(c), c), len(c)) for c in chunks]
+    assert (framed, written) == ((expected, []) if chunked else ([], chunks))
+    assert done == [ctx] and ctx.error == "" and body.closed
+    assert (ctx.meter.prompt_tokens, ctx.meter.completion_tokens) == (3, 2)
+    assert ctx.meter.finish_reason == "length" and ctx.meter.first_token_at is not None
 
 
 async def test_a_broken_upstream_is_recorded_and_still_finalized_once() -> None:
