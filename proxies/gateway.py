@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from django.http import HttpRequest
 
 from models_catalog.parameters import SAMPLING_PARAMS
@@ -199,6 +200,12 @@ class Finish:
             return
         mark_abandoned(ctx)
         self(ctx)
+
+    async def unsent(self, upstream: httpx.Response, ctx: RelayContext) -> None:
+        """A streamed answer dropped before any of it was sent (see relay.GeneratedStream):
+        the upstream is closed, which ends the generation, and the request is abandoned."""
+        await upstream.aclose()
+        self.abandoned(ctx)
 
     def failed(self, ctx: RelayContext, exc: Exception) -> None:
         """The runner did not answer (or broke off its answer): 502."""

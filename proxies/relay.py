@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -321,6 +321,34 @@ class SSERelay:
         await self._upstream.aclose()
         self._ctx.meter.finish()
         self._finalize(self._ctx)
+
+
+class GeneratedStream:
+    """A response body made by an async generator whose `finally` ends the request (closes the
+    upstream, releases the lease, records usage).
+
+    A generator that was never started never runs its `finally`, even when closed: a response
+    dropped before its first chunk was asked for (its client gone at that moment) would hold
+    its runner for good. Closed unstarted, this runs `unsent` instead."""
+
+    def __init__(self, body: AsyncGenerator[bytes, None], unsent: Callable[[], Awaitable[None]]) -> None:
+        self._body = body
+        self._unsent: Callable[[], Awaitable[None]] | None = unsent
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()  # started when iteration starts (Django calls aiter() early)
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        self._unsent = None
+        async with contextlib.aclosing(self._body) as body:
+            async for chunk in body:
+                yield chunk
+
+    async def aclose(self) -> None:
+        unsent, self._unsent = self._unsent, None
+        await self._body.aclose()
+        if unsent is not None:
+            await unsent()
 
 
 def stream_response(

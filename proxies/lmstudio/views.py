@@ -5,6 +5,7 @@ Studio's own are; streams are SSE, with `stats` added to the chunk that finishes
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import time
@@ -32,7 +33,7 @@ from proxies.keys import KeyInfo
 from proxies.lmstudio import translate as t
 from proxies.openai_face import face_error_response, openai_error, parse_body, send_to_runner
 from proxies.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from proxies.relay import RelayContext, open_upstream, response_headers, stream_response
+from proxies.relay import GeneratedStream, RelayContext, open_upstream, response_headers, stream_response
 from proxies.sse import SSEFrameParser, parse_json_payload
 
 JSON_HEADERS = {"content-type": "application/json"}
@@ -241,7 +242,10 @@ async def generation(
         )
         ctx.status = upstream.status_code
         if upstream.status_code < 400 and "text/event-stream" in upstream.headers.get("content-type", ""):
-            events = sse_with_stats(upstream, ctx, model, runner, finish)
+            events = GeneratedStream(
+                sse_with_stats(upstream, ctx, model, runner, finish),
+                functools.partial(finish.unsent, upstream, ctx),
+            )
             return stream_response(events, 200, "text/event-stream", response_headers(upstream))
         return await whole_response(upstream, ctx, model, runner, finish)
     except httpx.HTTPError as exc:

@@ -8,6 +8,7 @@ with Ollama's statuses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import time
@@ -38,7 +39,13 @@ from proxies.gateway import (
 from proxies.keys import KeyInfo
 from proxies.ollama import translate as t
 from proxies.ollama.digest import digest_of
-from proxies.relay import RelayContext, open_upstream, stream_response, upstream_error_message
+from proxies.relay import (
+    GeneratedStream,
+    RelayContext,
+    open_upstream,
+    stream_response,
+    upstream_error_message,
+)
 from proxies.sse import SSEFrameParser, parse_json_payload
 
 NDJSON = "application/x-ndjson"
@@ -326,7 +333,8 @@ async def relay_ndjson(
     ctx.status = 200
     objects = translated_objects(upstream, ctx, stream, lease.load_seconds, finish)
     if ctx.stream:
-        return stream_response(ndjson_lines(objects), 200, NDJSON)
+        body = GeneratedStream(ndjson_lines(objects), functools.partial(finish.unsent, upstream, ctx))
+        return stream_response(body, 200, NDJSON)
     collected = [obj async for obj in objects]
     if "error" in collected[-1]:
         return ollama_error(500, collected[-1]["error"])

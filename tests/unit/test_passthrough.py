@@ -4,13 +4,14 @@ lease released and usage recorded once, also when the client goes away."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import httpx
 import pytest
 
 from proxies.gateway import Finish
-from proxies.relay import RelayContext, passthrough
+from proxies.relay import GeneratedStream, RelayContext, passthrough
 
 ANSWER = (
     b'{"choices":[{"text":"hi","finish_reason":"length"}],"usage":{"prompt_tokens":4,"completion_tokens":1}}'
@@ -117,3 +118,59 @@ async def test_a_request_abandoned_while_its_model_loads_is_recorded(recorded, m
         await task
     assert recorded == [ctx] and ctx.status == 499 and ctx.model == "big"
     assert ctx.error == "client disconnected while waiting for the model"
+
+
+class Upstream(httpx.AsyncByteStream):
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def __aiter__(self):
+        yield b"x"
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def generated(ended: list[str]) -> GeneratedStream:
+    """A streamed answer as the Ollama and LM Studio faces make them: a generator whose
+    `finally` ends the request, and Finish.unsent for a response dropped before it started."""
+    lease, upstream = Lease(), httpx.Response(200, stream=Upstream())
+    finish, ctx = Finish(lease), RelayContext(face="ollama", endpoint="chat", status=200)
+
+    async def body():
+        try:
+            for index in range(3):
+                yield b"line %d\n" % index
+        finally:
+            ended.append("finally")
+            await upstream.aclose()
+            finish(ctx)
+
+    stream = GeneratedStream(body(), functools.partial(finish.unsent, upstream, ctx))
+    stream.test_parts = (lease, upstream.stream, ctx)  # type: ignore[attr-defined]
+    return stream
+
+
+async def test_a_stream_dropped_before_it_started_still_ends_its_request(recorded) -> None:
+    ended: list[str] = []
+    stream = generated(ended)
+    lease, upstream, ctx = stream.test_parts
+    aiter(stream)  # Django takes an iterator up front; that alone starts nothing
+    await stream.aclose()
+    await stream.aclose()
+    assert ended == []  # the generator's own `finally` never runs: it never started
+    assert lease.released == 1 and upstream.closed == 1 and recorded == [ctx]
+    assert (ctx.status, ctx.error) == (499, "client disconnected")
+
+
+@pytest.mark.parametrize("taken", [1, 3])
+async def test_a_started_stream_ends_its_request_through_its_own_finally(recorded, taken: int) -> None:
+    ended: list[str] = []
+    stream = generated(ended)
+    lease, upstream, ctx = stream.test_parts
+    iterator = aiter(stream)
+    assert [await anext(iterator) for _ in range(taken)] == [b"line %d\n" % i for i in range(taken)]
+    await iterator.aclose()
+    await stream.aclose()
+    assert ended == ["finally"] and lease.released == 1 and upstream.closed == 1
+    assert recorded == [ctx] and ctx.status == 200
