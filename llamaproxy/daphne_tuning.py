@@ -27,7 +27,8 @@ daphne never reads: it hands the raw body to Django. Twisted's own switch for th
 4. A response's head goes out in the same send as its first body bytes (see `_head_with_body`),
 and whether a connection is TLS is worked out once per connection (`_secure_per_connection`);
 Twisted's own access log line, discarded at daphne's usual verbosity, is not made
-(`_no_discarded_access_log`).
+(`_no_discarded_access_log`); daphne's requests hash in C (`_identity_hash`) and it reaches
+Twisted's HTTP module without the deprecation proxy around it (`_http_module_itself`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def eager_write(transport: abstract.FileDescriptor, data: bytes) -> None:
 
 def eager_write_sequence(transport: abstract.FileDescriptor, iovec: Iterable[bytes]) -> None:
     parts = list(iovec)
-    if all(type(part) is bytes for part in parts):
+    if set(map(type, parts)) <= {bytes}:  # a response head is a couple of dozen parts: C-speed check
         eager_write(transport, b"".join(parts))
     else:
         abstract.FileDescriptor.writeSequence(transport, parts)
@@ -85,7 +86,28 @@ def install() -> bool:
     _head_with_body()
     _secure_per_connection()
     _no_discarded_access_log()
+    _identity_hash()
+    _http_module_itself()
     return True
+
+
+def _http_module_itself() -> None:
+    """Twisted wraps `twisted.web.http` in a proxy that warns of its deprecated names, so each
+    `http.Request.write(...)`-style call in daphne runs four Python calls to look the name up.
+    daphne uses no deprecated name: its `http` is the module itself."""
+    from daphne import http_protocol
+    from twisted.python import deprecate
+
+    if isinstance(http_protocol.http, deprecate._ModuleProxy):
+        http_protocol.http = object.__getattribute__(http_protocol.http, "_module")
+
+
+def _identity_hash() -> None:
+    """daphne keys its connections by request with a Python `__hash__` (of `id(self)`) that runs
+    a dozen times per request; object's own hash is identity-based too, and in C."""
+    from daphne.http_protocol import WebRequest
+
+    WebRequest.__hash__ = object.__hash__  # type: ignore[method-assign, assignment]
 
 
 def _no_discarded_access_log() -> None:

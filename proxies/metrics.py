@@ -39,17 +39,40 @@ IN_FLIGHT = Gauge("llamaproxy_in_flight", "Requests being answered", ["model"], 
 STATES = ("stopped", "starting", "ready", "draining", "stopping", "failed")  # the scheduler's
 
 
+class _Series:
+    """The children of the per-request metrics for one model, face, endpoint and status.
+    prometheus_client's `labels()` takes a lock and normalizes its arguments on every call:
+    a request looks its series up once, in a plain dict. No metric's children are ever removed,
+    so a kept child is always the registered one."""
+
+    __slots__ = ("completion_tokens", "duration", "prompt_tokens", "requests", "ttft")
+
+    def __init__(self, model: str, face: str, endpoint: str, status: str) -> None:
+        self.requests = REQUESTS.labels(model, face, endpoint, status)
+        self.prompt_tokens = PROMPT_TOKENS.labels(model)
+        self.completion_tokens = COMPLETION_TOKENS.labels(model)
+        self.ttft = TTFT.labels(model)
+        self.duration = DURATION.labels(model, face)
+
+
+_series: dict[tuple[str, str, str, int], _Series] = {}
+
+
 def observe(ctx: RelayContext) -> None:
     model = ctx.model or "-"
-    REQUESTS.labels(model, ctx.face, ctx.endpoint, str(ctx.status)).inc()
+    key = (model, ctx.face, ctx.endpoint, ctx.status)
+    series = _series.get(key)
+    if series is None:
+        series = _series[key] = _Series(model, ctx.face, ctx.endpoint, str(ctx.status))
+    series.requests.inc()
     meter = ctx.meter
     if meter.prompt_tokens:
-        PROMPT_TOKENS.labels(model).inc(meter.prompt_tokens)
+        series.prompt_tokens.inc(meter.prompt_tokens)
     if meter.completion_tokens:
-        COMPLETION_TOKENS.labels(model).inc(meter.completion_tokens)
+        series.completion_tokens.inc(meter.completion_tokens)
     if meter.ttft_ms is not None:
-        TTFT.labels(model).observe(meter.ttft_ms / 1000)
-    DURATION.labels(model, ctx.face).observe(meter.duration_ms / 1000)
+        series.ttft.observe(meter.ttft_ms / 1000)
+    series.duration.observe(meter.duration_ms / 1000)
 
 
 def render(runners: list[dict]) -> tuple[bytes, str]:

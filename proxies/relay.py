@@ -123,10 +123,19 @@ def _origin(base_url: str) -> tuple[str, int, bytes]:
     return found
 
 
+_NOT_PASSED_ON = HOP_HEADERS | {"server"}
+
+
 def response_headers(upstream: httpx.Response) -> dict[str, str]:
-    return {
-        k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != "server"
-    }
+    """The runner's response headers a client gets (from the raw list: httpx's `items()` decodes
+    through a property call per header)."""
+    passed: dict[str, str] = {}
+    for name, value in upstream.headers.raw:
+        key = name.decode("latin-1").lower()
+        if key not in _NOT_PASSED_ON:
+            text = value.decode("latin-1")  # the bytes as they came, whatever they are
+            passed[key] = f"{passed[key]}, {text}" if key in passed else text  # as httpx joins them
+    return passed
 
 
 Finalizer = Callable[[RelayContext], None]

@@ -189,3 +189,22 @@ def test_twisteds_access_log_is_made_only_where_it_goes_somewhere(monkeypatch, v
     factory.startFactory()
     factory.log(object())
     assert bool(formatted) is logged
+
+
+def test_daphne_reaches_twisteds_http_module_itself_and_hashes_requests_by_identity(monkeypatch) -> None:
+    from daphne import http_protocol
+    from twisted.python import deprecate
+
+    from llamaproxy.daphne_tuning import _http_module_itself, _identity_hash
+
+    monkeypatch.setattr(http_protocol, "http", http_protocol.http)  # put back after the test
+    monkeypatch.setattr(http_protocol.WebRequest, "__hash__", http_protocol.WebRequest.__hash__)
+    proxied = http_protocol.http
+    _http_module_itself()
+    _identity_hash()
+    assert not isinstance(http_protocol.http, deprecate._ModuleProxy)
+    assert http_protocol.http.Request is proxied.Request and http_protocol.http.__name__ == "twisted.web.http"
+    request = object.__new__(http_protocol.WebRequest)
+    other = object.__new__(http_protocol.WebRequest)
+    connections = {request: "one", other: "two"}
+    assert connections[request] == "one" and connections[other] == "two"

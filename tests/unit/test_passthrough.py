@@ -174,3 +174,45 @@ async def test_a_started_stream_ends_its_request_through_its_own_finally(recorde
     await stream.aclose()
     assert ended == ["finally"] and lease.released == 1 and upstream.closed == 1
     assert recorded == [ctx] and ctx.status == 200
+
+
+def test_a_runners_headers_reach_the_client_less_hop_and_server_headers() -> None:
+    from proxies.relay import response_headers
+
+    upstream = httpx.Response(
+        200,
+        headers=[
+            (b"Content-Type", b"application/json"),
+            (b"Server", b"llama.cpp"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"X-Trace", b"a"),
+            (b"x-trace", b"b"),
+            (b"X-Note", "café".encode()),
+        ],
+    )
+    assert response_headers(upstream) == {
+        "content-type": "application/json",
+        "x-trace": "a, b",
+        "x-note": "café".encode().decode("latin-1"),  # the bytes as they came, sent back as such
+    }
+
+
+def test_metrics_keep_one_series_per_model_face_endpoint_and_status() -> None:
+    from proxies import metrics
+
+    def requests(status: str) -> float:
+        value = metrics.registry.get_sample_value(
+            "llamaproxy_requests_total",
+            {"model": "series-test", "face": "api", "endpoint": "completions", "status": status},
+        )
+        return value or 0.0
+
+    for status in (200, 200, 404):
+        ctx = RelayContext(face="api", endpoint="completions", model="series-test", status=status)
+        ctx.meter.completion_tokens = 5
+        ctx.meter.finish()
+        metrics.observe(ctx)
+    assert (requests("200"), requests("404")) == (2.0, 1.0)
+    tokens = metrics.registry.get_sample_value("llamaproxy_completion_tokens_total", {"model": "series-test"})
+    assert tokens == 15.0
