@@ -12,7 +12,6 @@ import httpx
 from django.http import HttpRequest
 
 from models_catalog.parameters import SAMPLING_PARAMS
-from proxies import metrics
 from proxies.catalog_view import ModelView, catalog_view, default_model_name
 from proxies.keys import KeyInfo, KeyRejected, authenticate, check_model_allowed
 from proxies.relay import RelayContext
@@ -164,8 +163,8 @@ async def acquire_runner(
 
 
 def record(ctx: RelayContext, load_seconds: float = 0.0) -> None:
+    """Usage row and metrics (made a batch at a time, off the request path: see proxies/usage.py)."""
     usage_writer.record(ctx, load_seconds)
-    metrics.observe(ctx)
 
 
 def mark_abandoned(ctx: RelayContext, error: str = "client disconnected") -> None:

@@ -36,6 +36,7 @@ from proxies.openai_schemas import (
     first_error,
 )
 from proxies.relay import RelayContext, forward_headers, open_upstream, passthrough
+from proxies.usage import usage_writer
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -235,6 +236,7 @@ async def upstream_passthrough(request: HttpRequest, model: str, path: str) -> H
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     from runners.scheduler import status
 
+    usage_writer.settle()  # the requests that finished since the last flush count already
     body, content_type = metrics.render(status())
     return HttpResponse(body, content_type=content_type)
 
