@@ -16,11 +16,16 @@ from models_catalog.tiny_model import write_tiny_model
 pytestmark = pytest.mark.integration
 
 
-CHAT_CTX_SIZE = 16384
+# llama-server divides its context among its slots, and caps each at the model's trained context:
+# tiny-chat is trained for 16K tokens, and each of its four slots gets that much.
+CHAT_SLOTS = 4
+CHAT_SLOT_CTX = 16384
 
 
 def put_models(stack) -> None:
-    write_tiny_model(stack.models_dir / "tiny-chat.gguf", name="tiny-chat", seed=1)
+    write_tiny_model(
+        stack.models_dir / "tiny-chat.gguf", name="tiny-chat", seed=1, context_length=CHAT_SLOT_CTX
+    )
     write_tiny_model(stack.models_dir / "tiny-embed.gguf", name="tiny-embed", seed=2)
 
 
@@ -35,11 +40,12 @@ def stack(request, tmp_path_factory, llama_server_binary):
     stack.manage("migrate", "--noinput")
     stack.manage("scan_models")
     stack.start()
-    # tiny-chat's context is four times its trained one, so that an endless answer lasts
-    # several seconds: the disconnect tests need it to outlast llama-server's 1 s check.
+    # Each of tiny-chat's slots holds 16K tokens, so that an endless answer lasts several
+    # seconds: the disconnect tests need it to outlast llama-server's 1 s check. (With 4K slots
+    # an answer filled its slot in ~1.3 s and sometimes beat that check.)
     for model, parameters in (
         ("tiny-embed", {"embeddings": True, "pooling": "mean"}),
-        ("tiny-chat", {"ctx_size": CHAT_CTX_SIZE}),
+        ("tiny-chat", {"ctx_size": CHAT_SLOT_CTX * CHAT_SLOTS, "parallel": CHAT_SLOTS}),
     ):
         response = httpx.patch(
             stack.url("dashboard") + f"/api/manage/models/{model}",
@@ -81,7 +87,7 @@ def test_it_lists_every_catalog_model(client: openai.OpenAI) -> None:
     chat = models["tiny-chat"]
     assert chat.object == "model"
     assert chat.owned_by == "llamaproxy"
-    assert chat.model_extra["context_length"] == 4096
+    assert chat.model_extra["context_length"] == CHAT_SLOT_CTX
     assert isinstance(chat.model_extra["loaded"], bool)
 
 
@@ -226,7 +232,7 @@ def test_an_unknown_endpoint_is_a_json_404(stack) -> None:
 def test_an_error_from_llama_server_is_passed_through_with_its_status(client: openai.OpenAI) -> None:
     # A prompt far longer than the runner's context: llama-server refuses it itself.
     with pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model="tiny-chat", prompt=[[5] * 10_000], max_tokens=2)
+        client.completions.create(model="tiny-chat", prompt=[[5] * (CHAT_SLOT_CTX + 1000)], max_tokens=2)
     assert caught.value.status_code == 400
     assert caught.value.message
 
@@ -275,6 +281,7 @@ def test_a_client_that_disconnects_mid_stream_stops_the_generation(stack) -> Non
     # llama-server logs how far the task got when it released the slot: far short of the context.
     released = stack.slot_releases("tiny-chat", offset)
     n_ctx = max(slot.get("n_ctx", 0) for slot in slots)
+    assert n_ctx == CHAT_SLOT_CTX, "each slot's context is what the disconnect tests count on"
     assert released, "llama-server logged no slot release for the request"
     assert released[-1] < n_ctx // 2, (released[-1], n_ctx)
     deadline = time.monotonic() + 10
@@ -310,7 +317,7 @@ def gives_up_waiting(stack, face: str, path: str, body: dict) -> None:
             log = handle.read()
     assert b"cancel task" in log, "llama-server finished a task whose client had gone away"
     released = stack.slot_releases("tiny-chat", offset)
-    assert released and released[-1] < CHAT_CTX_SIZE // 2, released
+    assert released and released[-1] < CHAT_SLOT_CTX // 2, released
 
 
 @pytest.mark.parametrize(
