@@ -233,8 +233,8 @@ def account_frame(payload: bytes, meter: UsageMeter) -> None:
         or b'"reasoning_content":"' in payload
     ):
         meter.chunks_with_content += 1
-        if meter.first_token_at is None:  # UsageMeter.mark_first_token, inlined: this runs per token
-            meter.first_token_at = time.perf_counter()
+        if meter.first_token_at is None:  # checked here too: this runs for every streamed token
+            meter.mark_first_token()
 
 
 class SSERelay:
