@@ -33,6 +33,7 @@ from llamaproxy.fast_lane import fast_lane  # noqa: E402
 from llamaproxy.routing import websocket_urlpatterns  # noqa: E402
 
 LEAN_MIDDLEWARE = ["llamaproxy.middleware.FaceRoutingMiddleware"]
+NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class LeanASGIHandler(ASGIHandler):
@@ -85,6 +86,11 @@ class LeanASGIHandler(ASGIHandler):
         under daphne straight from the runner connection (see daphne_tuning.body_writer)."""
         stream = getattr(response, "relay_stream", None)
         if stream is None:
+            if not response.streaming and response.status_code not in NO_BODY_STATUSES:
+                # What CommonMiddleware does on Django's path: with its length known, a whole answer
+                # goes out in one send, not as one chunk and then the chunked terminator (a second
+                # send the client has to wait for).
+                response.headers.setdefault("Content-Length", str(len(response.content)))
             return await super().send_response(response, send)
         headers = [(key.encode("ascii"), value.encode("latin1")) for key, value in response.items()]
         iterator = None
@@ -113,8 +119,15 @@ class LeanASGIHandler(ASGIHandler):
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
-        prefix = get_script_prefix(scope)
-        if prefix != "/":  # each request's task starts from the loop's context, where it is "/"
+        await self.handle_body(scope, body_file, receive, send)
+
+    async def handle_direct(self, scope, body: bytes, send) -> None:
+        """A request daphne's direct lane took (see daphne_tuning.direct_lane): its body came whole."""
+        await self.handle_body(scope, io.BytesIO(body), None, send)
+
+    async def handle_body(self, scope, body_file, receive, send):
+        prefix = get_script_prefix(scope)  # daphne's root path: "" unless configured
+        if prefix not in ("", "/"):  # each request's task starts from the loop's context, where it is "/"
             set_script_prefix(prefix)
         await signals.request_started.asend(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
@@ -210,6 +223,14 @@ if os.environ.get("LLAMAPROXY_PROCESS") == "gateway":
 
 lean_app = LeanASGIHandler()
 api_ports = {port for face, port in settings.LLAMAPROXY_PORTS.items() if port and face != "dashboard"}
+
+if os.environ.get("LLAMAPROXY_PROCESS") == "gateway":
+    # The fast lane's routes (API ports only) reach the lean handler from daphne directly.
+    daphne_tuning.direct_lane(
+        {(int(port), path.encode()) for port, path in fast_lane.routes},
+        lean_app.handle_direct,
+        settings.FILE_UPLOAD_MAX_MEMORY_SIZE,
+    )
 
 
 async def http_app(scope, receive, send):
