@@ -242,80 +242,79 @@ def direct_lane(routes: Collection[tuple[int, bytes]], handle: DirectHandler, ma
     run as the request's application instance, instead of going through ASGI's machinery.
 
     Only the plain case is taken: a request with anything daphne treats specially (an upgrade,
-    a root path header, an invalid header, proxy headers configured, a query string that is not
-    ASCII, a body over `max_body` bytes, a connection that is not TCP) goes daphne's own way,
-    which stays the reference for all of it."""
+    a root path header, an invalid header value, proxy headers configured, a query string that
+    is not ASCII, a body over `max_body` bytes, a connection that is not TCP) goes daphne's own
+    way, which stays the reference for all of it. (Header names need no check here: Twisted
+    answers 400 for one that is not a token before daphne sees the request.)"""
     from daphne.http_protocol import WebRequest
+    from daphne.utils import INVALID_HEADER_VALUE_BYTES
 
     if getattr(WebRequest, "_llamaproxy_direct", None) is not None:
         WebRequest.process = WebRequest._llamaproxy_direct  # type: ignore[method-assign]
     original = WebRequest.process
     routes = frozenset(routes)
+    special = (b"upgrade", b"daphne-root-path")
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def scope_of(request: Any) -> dict | None:
+        """The HTTP scope daphne would make for `request`, or None when daphne must see it."""
+        server, client, host = request.server, request.client, request.host
+        if server.proxy_forwarded_address_header or not hasattr(client, "port") or not hasattr(host, "port"):
+            return None
+        headers = []
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            lowered = name.lower()
+            if lowered in special:
+                return None
+            for value in values:
+                if INVALID_HEADER_VALUE_BYTES.intersection(value):
+                    return None
+                if b"_" not in name:  # as daphne: CVE-2015-0219
+                    headers.append((lowered, value))
+        query = b""
+        if b"?" in request.uri:
+            query = request.uri.split(b"?", 1)[1]
+            if not query.isascii():
+                return None
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": request.clientproto.split(b"/")[-1].decode("ascii"),
+            "method": "POST",
+            "path": request.path.decode("ascii"),  # a route's path: nothing to unquote
+            "raw_path": request.path,
+            "root_path": server.root_path,
+            "scheme": "https" if request.isSecure() else "http",
+            "query_string": query,
+            "headers": headers,
+            "client": [str(client.host), client.port],
+            "server": [str(host.host), host.port],
+        }
 
     def process(self: Any) -> Any:
         if self.method != b"POST" or (self.host.port, self.path) not in routes:
             return original(self)
         self.request_start = time.time()
-        scope = _direct_scope(self)
+        scope = scope_of(self)
         if scope is None:
             return original(self)
         content = self.content
         content.seek(0, 0)
         body = content.read(max_body + 1)
-        server = self.server
-        if len(body) > max_body or self not in server.connections:
+        connection = self.server.connections.get(self)
+        if len(body) > max_body or connection is None:
             return original(self)  # (not connected any more: daphne finds that out again)
         self.client_addr, self.server_addr = scope["client"], scope["server"]
         self.client_scheme, self.query_string = scope["scheme"], scope["query_string"]
         self.root_path, self.clean_headers = scope["root_path"], scope["headers"]
+        if not loops:
+            loops.append(asyncio.get_running_loop())
         # daphne's periodic check reaps it, reports what it raised, and shutdown cancels it.
-        server.connections[self]["application_instance"] = asyncio.ensure_future(
-            handle(scope, body, DirectSend(self))
-        )
+        connection["application_instance"] = loops[0].create_task(handle(scope, body, DirectSend(self)))
         return None
 
     WebRequest._llamaproxy_direct = original  # type: ignore[attr-defined]
     WebRequest.process = process  # type: ignore[method-assign]
-
-
-def _direct_scope(request: Any) -> dict | None:
-    """The HTTP scope daphne would make for `request`, or None when daphne must see it itself."""
-    from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
-
-    server, client, host = request.server, request.client, request.host
-    if server.proxy_forwarded_address_header or not hasattr(client, "port") or not hasattr(host, "port"):
-        return None
-    headers = []
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        if not HEADER_NAME_RE.fullmatch(name):
-            return None
-        lowered = name.lower()
-        if lowered in (b"upgrade", b"daphne-root-path"):
-            return None
-        for value in values:
-            if INVALID_HEADER_VALUE_BYTES.intersection(value):
-                return None
-            if b"_" not in name:  # as daphne: CVE-2015-0219
-                headers.append((lowered, value))
-    query = b""
-    if b"?" in request.uri:
-        query = request.uri.split(b"?", 1)[1]
-        if not query.isascii():
-            return None
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": request.clientproto.split(b"/")[-1].decode("ascii"),
-        "method": "POST",
-        "path": request.path.decode("ascii"),  # a route's path: nothing to unquote
-        "raw_path": request.path,
-        "root_path": server.root_path,
-        "scheme": "https" if request.isSecure() else "http",
-        "query_string": query,
-        "headers": headers,
-        "client": [str(client.host), client.port],
-        "server": [str(host.host), host.port],
-    }
 
 
 def _daphne_request(send: Any) -> Any:
