@@ -23,6 +23,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django import db  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core import signals  # noqa: E402
+from django.core.cache import close_caches  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
@@ -214,6 +215,16 @@ class LeanASGIHandler(ASGIHandler):
 signals.request_started.disconnect(db.close_old_connections)
 signals.request_started.disconnect(db.reset_queries)
 signals.request_finished.disconnect(db.close_old_connections)
+
+# After each request Django closes every cache's connections, looking each one up in
+# context-local storage: a tenth of the gateway's CPU per short request in profiles. Caches in
+# the process's own memory have no connection to close.
+PROCESS_LOCAL_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+}
+if all(cache["BACKEND"] in PROCESS_LOCAL_CACHES for cache in settings.CACHES.values()):
+    signals.request_finished.disconnect(close_caches)
 
 # In the gateway (daphne): small writes sent at once, no form parsing nobody reads.
 if os.environ.get("LLAMAPROXY_PROCESS") == "gateway":

@@ -266,6 +266,9 @@ class RunnerBody(httpx.AsyncByteStream):
     (closing is how a client's disconnect reaches the runner and stops its generation).
     `length`: the Content-Length, or None for a chunked body, or -1 for one that ends at close."""
 
+    content_type = ""  # the response's Content-Type, as sent (read off the head by send_raw)
+    encoded = False  # whether it has a Content-Encoding
+
     def __init__(
         self, transport: LoopbackTransport, key: tuple[str, int], conn: _Connection, length: int | None
     ) -> None:
@@ -492,9 +495,14 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
                 raise
             break
         length: int | None = -1
+        content_type, encoded = b"", False
         conn.keep_alive = head.version == b"1.1"
         for name, value in head.headers:
-            if name == b"transfer-encoding":
+            if name == b"content-type":
+                content_type = content_type + b", " + value if content_type else value  # as httpx joins them
+            elif name == b"content-encoding":
+                encoded = True
+            elif name == b"transfer-encoding":
                 if value.lower() == b"chunked":
                     length = None
             elif name == b"content-length" and length == -1:
@@ -506,10 +514,14 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
                 conn.keep_alive = False
         if method == b"HEAD" or head.status in (204, 304):
             length = 0  # no body whatever the headers say
+        body = RunnerBody(self, key, conn, length)
+        if content_type:
+            body.content_type = content_type.decode("latin-1")
+        body.encoded = encoded
         return httpx.Response(
             head.status,
             headers=head.headers,
-            stream=RunnerBody(self, key, conn, length),
+            stream=body,
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )

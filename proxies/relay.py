@@ -145,7 +145,11 @@ async def passthrough(upstream: httpx.Response, ctx: RelayContext, finalize: Fin
     """The upstream response as the client's response, byte for byte (streamed when it streams).
     A whole answer is accounted for once it has been sent (see RelayedResponse)."""
     ctx.status = upstream.status_code
-    content_type = upstream.headers.get("content-type", "")
+    stream = upstream.stream
+    if isinstance(stream, RunnerBody):  # what its head said, read off as it was parsed
+        content_type, as_sent = stream.content_type, not stream.encoded
+    else:
+        content_type, as_sent = upstream.headers.get("content-type", ""), False
     if "text/event-stream" in content_type:
         return stream_response(
             SSERelay(upstream, ctx, finalize),
@@ -154,13 +158,9 @@ async def passthrough(upstream: httpx.Response, ctx: RelayContext, finalize: Fin
             response_headers(upstream),
         )
     try:
-        stream = upstream.stream
-        if isinstance(stream, RunnerBody) and "content-encoding" not in upstream.headers:
-            body = await stream.read()
-        else:
-            body = await upstream.aread()
+        body = await stream.read() if as_sent else await upstream.aread()
     finally:
-        await upstream.aclose()
+        await (stream.aclose() if as_sent else upstream.aclose())
     arrived = time.perf_counter()
 
     def account() -> None:

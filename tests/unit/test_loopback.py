@@ -55,6 +55,32 @@ async def test_a_request_is_written_in_one_piece_and_its_answer_read() -> None:
     assert len(writes) == 1 and writes[0].endswith(b'{"a": 1}')  # headers and body in one send
 
 
+@pytest.mark.parametrize(
+    ("head", "content_type", "encoded"),
+    [
+        (b"Content-Type: application/json\r\n", "application/json", False),
+        (b"Content-Type: text/plain\r\nContent-Type: charset=utf-8\r\n", "text/plain, charset=utf-8", False),
+        (b"Content-Encoding: gzip\r\n", "", True),
+    ],
+)
+async def test_the_body_knows_the_content_type_and_encoding_its_head_gave(
+    head: bytes, content_type: str, encoded: bool
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n%sContent-Length: 2\r\n\r\nok" % head)
+        await writer.drain()
+
+    server, base = await serve(handler)
+    async with server:
+        transport = LoopbackTransport()
+        response = await transport.handle_async_request(httpx.Request("POST", base + "/x", content=b"{}"))
+        assert (response.stream.content_type, response.stream.encoded) == (content_type, encoded)
+        assert response.headers.get("content-type", "") == content_type  # what httpx says too
+        await response.aclose()
+        await transport.aclose()
+
+
 @pytest.mark.parametrize("split", [False, True], ids=["body-with-head", "body-after-head"])
 @pytest.mark.parametrize("whole", [False, True], ids=["iterated", "read-whole"])
 async def test_a_keep_alive_connection_is_reused(split: bool, whole: bool) -> None:
