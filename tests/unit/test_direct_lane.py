@@ -167,12 +167,17 @@ async def test_proxy_headers_configured_go_daphnes_own_way(lane) -> None:
     assert lane == [] and len(server.created) == 1
 
 
-async def test_the_direct_send_is_daphnes_reply_and_the_hooks_know_it(lane) -> None:
-    server = Server()
+async def taken(server: Server, lane: list) -> tuple[WebRequest, Transport, DirectSend]:
+    """A request the lane took, once its handler ran: the request, its transport, its `send`."""
     request, transport = web_request(server)
     request.process()
     await server.connections[request]["application_instance"]
-    send = lane[0][2]
+    return request, transport, lane[-1][2]
+
+
+async def test_the_direct_send_is_daphnes_reply_and_the_hooks_know_it(lane) -> None:
+    server = Server()
+    request, transport, send = await taken(server, lane)
     lost: list[bool] = []
     assert on_connection_lost(send, lambda: lost.append(True)) is True
     await send(
@@ -191,11 +196,7 @@ async def test_the_direct_send_is_daphnes_reply_and_the_hooks_know_it(lane) -> N
 
 
 async def test_a_direct_request_can_be_dropped_mid_response(lane) -> None:
-    server = Server()
-    request, transport = web_request(server)
-    request.process()
-    await server.connections[request]["application_instance"]
-    send = lane[0][2]
+    _, transport, send = await taken(Server(), lane)
     await send({"type": "http.response.start", "status": 200, "headers": []})
     assert abort(send) is True and transport.aborted
 
