@@ -295,14 +295,16 @@ def direct_lane(routes: Collection[tuple[int, bytes]], handle: DirectHandler, ma
         if self.method != b"POST" or (self.host.port, self.path) not in routes:
             return original(self)
         self.request_start = time.time()
-        scope = scope_of(self)
-        if scope is None:
-            return original(self)
-        content = self.content
-        content.seek(0, 0)
-        body = content.read(max_body + 1)
+        try:
+            scope = scope_of(self)
+            if scope is not None:
+                content = self.content
+                content.seek(0, 0)
+                body = content.read(max_body + 1)
+        except Exception:  # whatever it was, daphne's own path meets it too and answers for it
+            scope = None
         connection = self.server.connections.get(self)
-        if len(body) > max_body or connection is None:
+        if scope is None or len(body) > max_body or connection is None:
             return original(self)  # (not connected any more: daphne finds that out again)
         self.client_addr, self.server_addr = scope["client"], scope["server"]
         self.client_scheme, self.query_string = scope["scheme"], scope["query_string"]

@@ -160,6 +160,14 @@ async def test_anything_out_of_the_plain_case_goes_daphnes_own_way(lane, case) -
     assert "application_instance" not in server.connections[request]
 
 
+async def test_a_request_the_lane_cannot_read_goes_daphnes_own_way(lane) -> None:
+    server = Server()
+    request, transport = web_request(server)
+    request.content.close()  # daphne meets the same failure and answers 500 for it
+    request.process()
+    assert lane == [] and b"500 Internal Server Error" in b"".join(transport.sends)
+
+
 async def test_proxy_headers_configured_go_daphnes_own_way(lane) -> None:
     server = Server(proxy_header="X-Forwarded-For")
     request, _ = web_request(server)
