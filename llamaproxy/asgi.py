@@ -226,17 +226,15 @@ PROCESS_LOCAL_CACHES = {
 if all(cache["BACKEND"] in PROCESS_LOCAL_CACHES for cache in settings.CACHES.values()):
     signals.request_finished.disconnect(close_caches)
 
-# In the gateway (daphne): small writes sent at once, no form parsing nobody reads.
+lean_app = LeanASGIHandler()
+api_ports = {port for face, port in settings.LLAMAPROXY_PORTS.items() if port and face != "dashboard"}
+
+# In the gateway (daphne): small writes sent at once, no form parsing nobody reads, and the fast
+# lane's routes (API ports only) reaching the lean handler from daphne directly.
 if os.environ.get("LLAMAPROXY_PROCESS") == "gateway":
     from llamaproxy import daphne_tuning
 
     daphne_tuning.install()
-
-lean_app = LeanASGIHandler()
-api_ports = {port for face, port in settings.LLAMAPROXY_PORTS.items() if port and face != "dashboard"}
-
-if os.environ.get("LLAMAPROXY_PROCESS") == "gateway":
-    # The fast lane's routes (API ports only) reach the lean handler from daphne directly.
     daphne_tuning.direct_lane(
         {(int(port), path.encode()) for port, path in fast_lane.routes},
         lean_app.handle_direct,

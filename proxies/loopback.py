@@ -515,9 +515,7 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
         if method == b"HEAD" or head.status in (204, 304):
             length = 0  # no body whatever the headers say
         body = RunnerBody(self, key, conn, length)
-        if content_type:
-            body.content_type = content_type.decode("latin-1")
-        body.encoded = encoded
+        body.content_type, body.encoded = content_type.decode("latin-1"), encoded
         return httpx.Response(
             head.status,
             headers=head.headers,
