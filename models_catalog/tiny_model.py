@@ -23,6 +23,7 @@ from gguf import (
     GGMLQuantizationType,
     GGUFWriter,
     LlamaFileType,
+    PoolingType,
     TokenType,
 )
 from gguf.quants import quantize
@@ -71,6 +72,14 @@ FILE_TYPES: dict[str, tuple[GGMLQuantizationType, LlamaFileType]] = {
     "Q8_0": (GGMLQuantizationType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
 }
 
+# `<arch>.pooling_type` values (llama.cpp's enum); `rank` makes a reranker.
+POOLING_TYPES: dict[str, PoolingType] = {
+    "mean": PoolingType.MEAN,
+    "cls": PoolingType.CLS,
+    "last": PoolingType.LAST,
+    "rank": PoolingType.RANK,
+}
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -109,11 +118,14 @@ def write_tiny_model(
     chat_template: str | None = None,
     file_type: str | None = None,
     split: int = 1,
+    pooling: str | None = None,
 ) -> list[Path]:
     """Write a random-weight llama GGUF model at `path` and return the written file(s).
 
     With `split > 1` the files are `<stem>-00001-of-0000N.gguf`..., as llama.cpp's gguf-split
-    names them; llama-server loads the set when given the first one.
+    names them; llama-server loads the set when given the first one. `pooling` (one of
+    POOLING_TYPES) declares the model an embedding model pooled that way, as converted
+    embedding models and rerankers (`rank`) declare themselves.
     """
     shape = _shape(size)
     ftype = (file_type or shape.file_type).upper()
@@ -124,10 +136,14 @@ def write_tiny_model(
     tensors = list(_tensors(shape, np.random.default_rng(seed)))
     if not 1 <= split <= len(tensors):
         raise ValueError(f"split must be between 1 and {len(tensors)} (the tensor count), not {split}")
+    if pooling is not None and pooling not in POOLING_TYPES:
+        raise ValueError(f"pooling must be one of {sorted(POOLING_TYPES)}, not {pooling!r}")
 
     writer = GGUFWriter(path, MODEL_ARCH_NAMES[MODEL_ARCH.LLAMA])
     _add_tensors(writer, tensors, FILE_TYPES[ftype][0], split)
     _add_metadata(writer, shape, name or path.stem, context_length or shape.context_length, ftype)
+    if pooling is not None:
+        writer.add_pooling_type(POOLING_TYPES[pooling])
     _add_vocabulary(writer, shape.vocab, chat_template or CHATML_TEMPLATE)
     try:
         writer.write_header_to_file()

@@ -16,6 +16,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
 
 Number = StrictInt | StrictFloat
@@ -51,9 +52,21 @@ class EmbeddingRequest(_Request):
 
 
 class RerankRequest(_Request):
+    """Jina's and Cohere's shape (`documents`), or TEI's (`texts`), as llama-server takes both."""
+
     query: StrictStr
-    documents: list[StrictStr] = Field(min_length=1)
+    documents: list[StrictStr] | None = Field(default=None, min_length=1)
+    texts: list[StrictStr] | None = Field(default=None, min_length=1)
     top_n: StrictInt | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_documents(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("documents") is None and data.get("texts") is None:
+            raise ValidationError.from_exception_data(
+                cls.__name__, [{"type": "missing", "loc": ("documents",), "input": data}]
+            )
+        return data
 
 
 def first_error(exc: ValidationError) -> tuple[str, str]:

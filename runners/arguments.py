@@ -55,10 +55,18 @@ def runner_args(
     parameters = effective_parameters(settings, overrides)
     args = [str(binary), "-m", model.path, "--host", host, "--port", str(port), "--alias", model.name]
     is_embedding = model.kind == "embedding" or getattr(model, "cap_embedding", False)
-    if is_embedding:
-        # llama-server serves /v1/embeddings only with --embeddings, and needs a pooling for it.
+    declared = declared_pooling(model)
+    if declared == "rank" and not {"pooling", "reranking"} & parameters.keys():
+        # A reranker (a classification head, pooled by rank): llama-server serves /v1/rerank
+        # only with --reranking, and an embeddings pooling would take its scores away.
+        parameters["reranking"] = True
+    elif is_embedding:
+        # llama-server serves /v1/embeddings only with --embeddings. A model that declares its
+        # pooling (CLS, last token...) was trained for it and llama-server reads it from the
+        # file; one that does not needs one, or its vectors are per token.
         parameters.setdefault("embeddings", True)
-        parameters.setdefault("pooling", "mean")
+        if declared is None:
+            parameters.setdefault("pooling", "mean")
     mmproj = getattr(model, "mmproj_path", "")
     if getattr(model, "cap_vision", False) and mmproj:
         parameters.setdefault("mmproj", mmproj)
@@ -67,6 +75,17 @@ def runner_args(
     if "--metrics" not in args:
         args.append("--metrics")  # /metrics feeds the dashboard's per-runner numbers
     return args
+
+
+# `<arch>.pooling_type` in a GGUF file (llama.cpp's enum), by the name `--pooling` takes.
+POOLING_NAMES = {1: "mean", 2: "cls", 3: "last", 4: "rank"}
+
+
+def declared_pooling(model: Any) -> str | None:
+    """The pooling the model's file declares (its GGUF metadata, kept by the scan), if any."""
+    metadata = getattr(model, "metadata", None) or {}
+    value = metadata.get(f"{getattr(model, 'architecture', '')}.pooling_type")
+    return POOLING_NAMES.get(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _chosen_binary(model: Any, server_binary: str) -> Path | None:

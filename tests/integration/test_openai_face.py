@@ -27,6 +27,8 @@ def put_models(stack) -> None:
         stack.models_dir / "tiny-chat.gguf", name="tiny-chat", seed=1, context_length=CHAT_SLOT_CTX
     )
     write_tiny_model(stack.models_dir / "tiny-embed.gguf", name="tiny-embed", seed=2)
+    # A reranker declares itself so in its file (rank pooling), as converted ones do.
+    write_tiny_model(stack.models_dir / "tiny-rerank.gguf", name="tiny-rerank", seed=3, pooling="rank")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def stack(request, tmp_path_factory, llama_server_binary):
     from tests.integration.conftest import Stack, stack_env
 
     root = tmp_path_factory.mktemp("openai-stack")
-    env, ports = stack_env(root, llama_server_binary, LLAMAPROXY_MAX_LOADED_MODELS="2")
+    env, ports = stack_env(root, llama_server_binary, LLAMAPROXY_MAX_LOADED_MODELS="3")
     stack = Stack(root=root, env=env, ports=ports)
     put_models(stack)
     stack.manage("migrate", "--noinput")
@@ -182,6 +184,62 @@ def test_it_answers_embeddings_from_a_runner_started_with_embeddings(client: ope
     result = client.embeddings.create(model="tiny-embed", input=["one", "two words"])
     assert len(result.data) == 2
     assert len(result.data[0].embedding) == 64
+
+
+def test_it_reranks_documents_with_a_runner_started_for_reranking(stack) -> None:
+    documents = ["a cat is an animal", "paris is a city", "hello there", "the weather today"]
+    response = httpx.post(
+        stack.url("api") + "/v1/rerank",
+        json={"model": "tiny-rerank", "query": "what is a cat", "documents": documents, "top_n": 3},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    results = answer["results"]
+    assert len(results) == 3
+    assert len({r["index"] for r in results}) == 3 and all(0 <= r["index"] < 4 for r in results)
+    scores = [r["relevance_score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert answer["usage"]["prompt_tokens"] > 0
+    command = next(line for line in stack.runner_log("tiny-rerank").read_text().splitlines() if "-m " in line)
+    assert "--reranking" in command.split() and "--pooling" not in command.split()
+    [row] = wait_for_rows(stack, 1, model="tiny-rerank", endpoint="rerank")
+    assert row["status"] == 200 and row["prompt_tokens"] == answer["usage"]["prompt_tokens"]
+
+
+def test_rerank_takes_teis_texts_on_every_port_and_refuses_a_request_without_documents(stack) -> None:
+    for face in ("api", "ollama", "lmstudio"):
+        response = httpx.post(
+            stack.url(face) + "/v1/rerank",
+            json={"model": "tiny-rerank", "query": "cats", "texts": ["a cat", "a dog"]},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        assert sorted(item["index"] for item in response.json()) == [0, 1]  # TEI's shape: a list
+    response = httpx.post(stack.url("api") + "/v1/rerank", json={"model": "tiny-rerank", "query": "cats"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "documents"
+
+
+def test_a_request_that_names_no_model_gets_the_configured_default(stack) -> None:
+    settings_url = stack.url("dashboard") + "/api/manage/settings"
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "ignore_eos": True}
+    refused = httpx.post(stack.url("api") + "/v1/chat/completions", json=body, timeout=30)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
+    response = httpx.patch(settings_url, json={"default_model": "tiny-chat"}, headers=stack.admin_headers())
+    assert response.status_code == 200, response.text
+    try:
+        deadline = time.monotonic() + 10
+        answer = httpx.post(stack.url("api") + "/v1/chat/completions", json=body, timeout=30)
+        while answer.status_code == 400 and time.monotonic() < deadline:  # the change is an event away
+            time.sleep(0.1)
+            answer = httpx.post(stack.url("api") + "/v1/chat/completions", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == "tiny-chat"
+        assert answer.json()["usage"]["completion_tokens"] == 3
+    finally:
+        response = httpx.patch(settings_url, json={"default_model": None}, headers=stack.admin_headers())
+        assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize(

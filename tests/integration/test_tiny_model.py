@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -144,6 +145,19 @@ def test_split_model_is_written_as_gguf_split_shards(tmp_path: Path) -> None:
     assert shards[0]["general.name"] == "split"
     assert "general.name" not in shards[1]
     assert sum(len(GGUFReader(p).tensors) for p in paths) == 21
+
+
+def test_a_pooling_makes_an_embedding_model_and_rank_a_reranker_the_catalog_knows(tmp_path: Path) -> None:
+    from models_catalog.gguf_metadata import read_metadata
+    from runners.arguments import declared_pooling
+
+    [path] = write_tiny_model(tmp_path / "rerank.gguf", pooling="rank")
+    assert metadata(path)["llama.pooling_type"] == 4
+    found = read_metadata([path])
+    assert found.kind == "embedding" and found.cap_embedding and not found.cap_completion
+    assert declared_pooling(SimpleNamespace(architecture="llama", metadata=found.extra)) == "rank"
+    with pytest.raises(ValueError, match="pooling"):
+        write_tiny_model(tmp_path / "bad.gguf", pooling="max")
 
 
 def test_impossible_split_is_refused(tmp_path: Path) -> None:

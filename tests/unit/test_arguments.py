@@ -19,6 +19,8 @@ class Model:
     cap_embedding: bool = False
     cap_vision: bool = False
     mmproj_path: str = ""
+    architecture: str = "llama"
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +74,25 @@ def test_an_embedding_model_serves_embeddings_with_mean_pooling_unless_set() -> 
     assert "--embeddings" in args and args[args.index("--pooling") + 1] == "mean"
     args = args_for(Model(kind="embedding"), Settings(parameters={"pooling": "cls"}))
     assert args[args.index("--pooling") + 1] == "cls"
+
+
+@pytest.mark.parametrize(("declared", "pooling"), [(1, "mean"), (2, "cls"), (3, "last")])
+def test_an_embedding_model_that_declares_its_pooling_keeps_it(declared: int, pooling: str) -> None:
+    model = Model(kind="embedding", architecture="bert", metadata={"bert.pooling_type": declared})
+    args = args_for(model)
+    assert "--embeddings" in args and "--pooling" not in args  # llama-server reads the file's
+    args = args_for(model, Settings(parameters={"pooling": "mean"}))
+    assert args[args.index("--pooling") + 1] == "mean"
+
+
+def test_a_reranker_serves_reranking_without_an_embeddings_pooling() -> None:
+    model = Model(kind="embedding", architecture="qwen3", metadata={"qwen3.pooling_type": 4})
+    args = args_for(model)
+    assert "--reranking" in args and "--pooling" not in args
+    args = args_for(model, Settings(parameters={"embeddings": True}))
+    assert "--reranking" in args and "--embeddings" in args
+    args = args_for(model, Settings(parameters={"pooling": "last"}))  # asked for embeddings instead
+    assert "--reranking" not in args and args[args.index("--pooling") + 1] == "last"
 
 
 def test_a_vision_model_gets_its_projector() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from models_catalog.tiny_model import FILE_TYPES, SIZES, write_tiny_model
+from models_catalog.tiny_model import FILE_TYPES, POOLING_TYPES, SIZES, write_tiny_model
 
 
 class Command(BaseCommand):
@@ -21,6 +21,12 @@ class Command(BaseCommand):
         parser.add_argument("--context-length", type=int, default=None)
         parser.add_argument("--file-type", choices=sorted(FILE_TYPES), default=None)
         parser.add_argument("--split", type=int, default=1, help="write N shards, as gguf-split does")
+        parser.add_argument(
+            "--pooling",
+            choices=sorted(POOLING_TYPES),
+            default=None,
+            help="declare an embedding model pooled this way (rank: a reranker)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -32,6 +38,7 @@ class Command(BaseCommand):
                 context_length=options["context_length"],
                 file_type=options["file_type"],
                 split=options["split"],
+                pooling=options["pooling"],
             )
         except (ValueError, OSError) as exc:
             raise CommandError(str(exc)) from exc
