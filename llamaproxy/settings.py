@@ -169,6 +169,7 @@ LLAMAPROXY_DEFAULT_TTL: int = CONFIG.default_ttl
 LLAMAPROXY_REQUIRE_API_KEY: bool = CONFIG.require_api_key
 LLAMAPROXY_REQUEST_TIMEOUT: float = CONFIG.request_timeout
 LLAMAPROXY_USAGE_RETENTION_DAYS: int = CONFIG.usage_retention_days
+LLAMAPROXY_MAX_QUEUE: int = CONFIG.max_queue
 LLAMAPROXY_PRELOAD: list[str] = CONFIG.preload
 LLAMAPROXY_DEFAULT_MODEL: str | None = CONFIG.default_model
 RUNNER_LOG_DIR: Path = LOG_DIR / "runners"

@@ -55,7 +55,7 @@ STOPPED, STARTING, READY, DRAINING, STOPPING, FAILED = (
     "stopping",
     "failed",
 )
-MAX_QUEUED = 1024  # requests waiting for runners, all models together
+MAX_QUEUED = 1024  # requests waiting for runners, all models together (LLAMAPROXY_MAX_QUEUE)
 USAGE_FLUSH_S = 5.0  # last_used_at reaches the database in batches, off the request path
 CATALOG_MISS_REFRESH_S = 2.0  # an unknown name re-reads the catalog at most this often
 CATALOG_REFRESH_ROUNDS = 6  # and it is re-read every 6 usage flushes (30 s) anyway
@@ -187,6 +187,7 @@ class Scheduler:
         memory_budget: int | None = None,
         default_ttl: int = 0,
         request_timeout: float = 300.0,
+        max_queued: int = MAX_QUEUED,
         preload: list[str] | None = None,
         call_later: Callable[[float, Callable[[], None]], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -195,6 +196,7 @@ class Scheduler:
         self.limits = eviction.Limits(max_loaded=max_loaded, memory_budget=memory_budget)
         self.default_ttl = default_ttl
         self.request_timeout = request_timeout
+        self.max_queued = max_queued
         self.preload = list(preload or [])
         self.catalog = Catalog()
         self.actors: dict[str, Actor] = {}
@@ -431,6 +433,13 @@ class Scheduler:
             return
         if kind != "runner.state":
             return
+        if event.get("state") == STARTING:
+            # The node agent spawned the process: no longer waiting for the agent (the log's
+            # progress, where the runtime writes one, takes over from here).
+            spawned = event.get("attempt") == actor.attempt and actor.state == STARTING and event.get("pid")
+            if spawned and (actor.progress or {}).get("stage") == "queued":
+                actor.progress = {"stage": "process started", "percent": 1, "message": f"pid {event['pid']}"}
+            return
         stopped_for_swap = event.get("state") in (STOPPED, FAILED) and event.get("attempt") == actor.attempt
         if actor.name in self._swapping and stopped_for_swap:
             self._swapping.discard(actor.name)  # stopped by the node agent for a swap
@@ -494,9 +503,9 @@ class Scheduler:
     async def _wait_for(
         self, actor: Actor, entry: CatalogEntry, params: dict[str, Any], timeout: float | None
     ) -> Lease:
-        if sum(len(a.waiters) for a in self.actors.values()) >= MAX_QUEUED:
+        if sum(len(a.waiters) for a in self.actors.values()) >= self.max_queued:
             raise QueueFull(
-                entry.name, f"too many requests are waiting for models ({MAX_QUEUED}); try again later"
+                entry.name, f"too many requests are waiting for models ({self.max_queued}); try again later"
             )
         loop = asyncio.get_running_loop()
         waiter = Waiter(loop.create_future(), params, self._clock())
@@ -920,6 +929,7 @@ def get_scheduler() -> Scheduler:
             memory_budget=limits.memory_budget,
             default_ttl=limits.default_ttl,
             request_timeout=limits.request_timeout,
+            max_queued=settings.LLAMAPROXY_MAX_QUEUE,
             preload=list(settings.LLAMAPROXY_PRELOAD),
         )
     return _scheduler

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -290,3 +291,46 @@ def test_a_models_own_server_binary_runs_and_a_missing_one_fails_the_start_namin
     message = response.json()["error"]["message"]
     assert "server binary of 'lost' does not exist: /nowhere/llama-server" in message
     assert runners(stack)["lost"]["state"] == "failed"
+
+
+def test_a_full_queue_is_a_429_and_a_wait_past_the_timeout_a_503_in_each_faces_shape(make_stack) -> None:
+    # A runner that never becomes ready (a process that ignores its port), two places in the
+    # queue and a 4 s wait at most.
+    never_ready = json.dumps(f"{sys.executable} -c 'import time; time.sleep(600)' --port {{port}}")
+    shell = f"RunnerSettings.objects.filter(model__name='stuck').update(runtime='custom', custom_command={never_ready})"
+    stack = make_stack(
+        setup=catalog("stuck", shell=shell), LLAMAPROXY_MAX_QUEUE="2", LLAMAPROXY_REQUEST_TIMEOUT="4"
+    )
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        waiting = [pool.submit(chat, stack, "stuck") for _ in range(2)]
+        wait_for(lambda: runners(stack).get("stuck", {}).get("queued") == 2, 10, "two queued requests")
+
+        full = chat(stack, "stuck")
+        assert full.status_code == 429, full.text
+        assert full.json()["error"]["code"] == "queue_full"
+        assert full.json()["error"]["type"] == "rate_limit_error"
+        assert "too many requests are waiting for models (2)" in full.json()["error"]["message"]
+        ollama = httpx.post(
+            stack.url("ollama") + "/api/chat",
+            json={"model": "stuck", "messages": [{"role": "user", "content": "hi"}], "stream": False},
+            timeout=30,
+        )
+        assert ollama.status_code == 429
+        assert "too many requests are waiting" in ollama.json()["error"]
+        lmstudio = httpx.post(
+            stack.url("lmstudio") + "/api/v0/chat/completions", json={**CHAT, "model": "stuck"}, timeout=30
+        )
+        assert lmstudio.status_code == 429
+        assert lmstudio.json()["error"]["code"] == "queue_full"
+
+        timed_out = [future.result() for future in waiting]
+    for response in timed_out:
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "queue_timeout"
+        assert (
+            error["message"]
+            == "model 'stuck' was not ready within 4 s: it is still loading (process started)"
+        )
+    assert runners(stack)["stuck"]["queued"] == 0
+    assert chat(stack, "stuck", stream=True).status_code == 503  # the queue has room again

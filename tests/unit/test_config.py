@@ -24,6 +24,7 @@ def test_defaults_match_the_design_table() -> None:
     assert config.redis_url is None
     assert config.require_api_key is False
     assert config.build_backend == "auto"
+    assert config.max_queue == 1024
     assert load_config({"LLAMAPROXY_BUILD_BACKEND": "CUDA"}, BASE).build_backend == "cuda"
 
 
@@ -39,6 +40,7 @@ def test_values_from_the_environment_are_parsed() -> None:
             "LLAMAPROXY_DEFAULT_TTL": "5m",
             "REDIS_URL": "redis://127.0.0.1:6379/0",
             "LLAMAPROXY_PRELOAD": "a, b",
+            "LLAMAPROXY_MAX_QUEUE": "16",
         },
         BASE,
     )
@@ -50,6 +52,7 @@ def test_values_from_the_environment_are_parsed() -> None:
     assert config.default_ttl == 300
     assert config.redis_url == "redis://127.0.0.1:6379/0"
     assert config.preload == ["a", "b"]
+    assert config.max_queue == 16
 
 
 @pytest.mark.parametrize(
@@ -70,6 +73,7 @@ def test_values_from_the_environment_are_parsed() -> None:
         ("LLAMAPROXY_BACKUP_KEEP", "0", "at least 1"),
         ("LLAMAPROXY_BUILD_BACKEND", "metal", "not a build backend"),
         ("LLAMAPROXY_USAGE_RETENTION_DAYS", "-3", "at least 0"),
+        ("LLAMAPROXY_MAX_QUEUE", "0", "at least 1"),
     ],
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str, problem: str) -> None:

@@ -386,6 +386,28 @@ async def test_progress_events_show_in_the_status_while_starting(timers) -> None
     assert scheduler.status_of("a")["progress"] is None
 
 
+async def test_a_spawned_process_is_no_longer_queued_for_the_agent(timers) -> None:
+    scheduler, effects = make([entry("a")], timers)
+    effects.hold["a"] = asyncio.get_running_loop().create_future()
+    waiting = asyncio.ensure_future(scheduler.acquire("a"))
+    await settle()
+    assert scheduler.status_of("a")["progress"]["stage"] == "queued"
+    attempt = scheduler.actors["a"].attempt
+    spawned = {"type": "runner.state", "model": "a", "state": "starting", "pid": 4321}
+    scheduler.on_event({**spawned, "attempt": "another"})
+    assert scheduler.status_of("a")["progress"]["stage"] == "queued"
+    scheduler.on_event({**spawned, "attempt": attempt})
+    assert scheduler.status_of("a")["progress"] == {
+        "stage": "process started",
+        "percent": 1,
+        "message": "pid 4321",
+    }
+    with pytest.raises(QueueTimeout, match="it is still loading \\(process started\\)"):
+        await scheduler.acquire("a", timeout=0)
+    effects.hold["a"].set_result(None)
+    (await waiting).release()
+
+
 async def test_unload_waits_for_in_flight_requests_and_unload_all_counts(timers) -> None:
     scheduler, effects = make([entry("a"), entry("b")], timers, max_loaded=2)
     lease = await scheduler.acquire("a")
