@@ -106,8 +106,10 @@ async def relay_json_endpoint(
         model = await resolve_model(parsed.model, key)
         changed = generation and apply_sampling_defaults(payload, model)
         if parsed.model != model.name:
-            # llama-server echoes `model` back; clients expect the name they asked for, or the default's name.
-            payload["model"] = parsed.model or model.name
+            # The runner gets the catalog's name for an alias or for no name (the default model):
+            # llama-server answers with its `--alias`, the catalog's name, whatever the request
+            # said, and builds that echo the request's `model` then say the same.
+            payload["model"] = model.name
             changed = True
         body = json.dumps(payload).encode() if changed else request.body
         lease = await acquire_runner(model, ctx)

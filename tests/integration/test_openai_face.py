@@ -221,6 +221,30 @@ def test_rerank_takes_teis_texts_on_every_port_and_refuses_a_request_without_doc
     assert response.json()["error"]["param"] == "documents"
 
 
+def aliases_of(client: openai.OpenAI, model: str) -> list[str]:
+    return next(m for m in client.models.list() if m.id == model).model_extra["aliases"]
+
+
+def test_a_model_is_found_by_its_alias_and_answers_under_its_catalog_name(
+    stack, client: openai.OpenAI
+) -> None:
+    models_url = stack.url("dashboard") + "/api/manage/models/tiny-chat/aliases"
+    added = httpx.post(models_url, json={"alias": "house-chat"}, headers=stack.admin_headers())
+    assert added.status_code == 201, added.text
+    try:
+        deadline = time.monotonic() + 10
+        while "house-chat" not in aliases_of(client, "tiny-chat") and time.monotonic() < deadline:
+            time.sleep(0.1)  # the catalog change is an event away
+        assert "house-chat" in aliases_of(client, "tiny-chat")
+        completion = client.chat.completions.create(
+            model="house-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        assert completion.model == "tiny-chat"  # the model that answered, as OpenAI names it
+        assert client.models.retrieve("house-chat").id == "tiny-chat"
+    finally:
+        httpx.delete(models_url + "/house-chat", headers=stack.admin_headers())
+
+
 def test_a_request_that_names_no_model_gets_the_configured_default(stack) -> None:
     settings_url = stack.url("dashboard") + "/api/manage/settings"
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "ignore_eos": True}

@@ -118,3 +118,27 @@ def test_an_invalid_setting_stops_start_up_naming_the_variable(tmp_path, llama_s
     assert result.returncode == 2
     assert "LLAMAPROXY_MAX_LOADED_MODELS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_clean_stop_stores_the_usage_of_requests_answered_just_before_it(make_stack) -> None:
+    from models_catalog.tiny_model import write_tiny_model
+
+    def setup(stack) -> None:
+        write_tiny_model(stack.models_dir / "tiny-chat.gguf", name="tiny-chat", seed=1)
+        stack.prepare_catalog()
+
+    stack = make_stack(setup=setup)
+    body = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    with httpx.Client(base_url=stack.url("api"), timeout=60) as client:
+        assert client.post("/v1/chat/completions", json=body).status_code == 200  # the runner is up
+        for _ in range(30):
+            assert client.post("/v1/chat/completions", json=body).status_code == 200
+    # At once: the last rows are still in the gateway's batch (written every half second).
+    assert stack.stop() == 0
+    stored = stack.manage(
+        "shell",
+        "-c",
+        "from proxies.models import UsageRecord\n"
+        "print(UsageRecord.objects.filter(endpoint='chat/completions', status=200).count())",
+    )
+    assert stored.stdout.split()[-1] == "31"
