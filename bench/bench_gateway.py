@@ -11,8 +11,15 @@ same measurement before the next one starts, so a slow spell of a shared machine
 them alike. Latency percentiles are over every round's samples; a stream ratio is the median of
 the rounds' ratios (each round's two rates were measured a minute apart at most).
 
+With `--compare REF`, a fifth contender is llamaproxy as of the git commit REF (a temporary
+worktree run with this virtualenv), measured in the same interleaved rounds: an A/B of a change
+to the gateway, its CPU per request and per token beside this checkout's. `--contenders` picks
+some (direct always runs: the ratios are to it).
+
 Usage: .venv/bin/python bench/bench_gateway.py [--requests 200] [--tokens 256] [--rounds 3]
-Writes bench/results/gateway.json and prints a table.
+           [--concurrency 1,8,64] [--compare REF] [--contenders direct,llamaproxy,...]
+Writes bench/results/gateway.json (not with --compare or --contenders: an A/B run, or a part
+of one, is not the benchmark's result) and prints a table.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from bench.common import (  # noqa: E402
 from llamaproxy import gpu  # noqa: E402
 
 MODEL = "bench-small"
+CONTENDERS = ("direct", "tcp_relay", "llamaproxy", "llama_router")
 PARALLEL = 64  # llama-server slots, the same for every contender
 CTX_SIZE = 32768  # 512 tokens per slot
 STREAMED_TOKENS = 4096  # streamed per concurrency level and round, at least
@@ -209,8 +217,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256, help="tokens per streamed completion")
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
+    parser.add_argument("--compare", metavar="REF", help="also measure llamaproxy as of this git commit")
+    parser.add_argument("--contenders", help=f"comma-separated, of {', '.join(CONTENDERS)} (default: all)")
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
+    wanted = set(args.contenders.split(",")) if args.contenders else set(CONTENDERS)
+    if unknown := wanted - set(CONTENDERS):
+        parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
+    wanted.add("direct")
+    baseline_name = f"llamaproxy@{args.compare}" if args.compare else None
 
     binary = llama_server_binary()
     work = Path(tempfile.mkdtemp(prefix="llamaproxy-bench-"))
@@ -242,6 +257,7 @@ def main() -> None:
     }
     processes: list[subprocess.Popen | RunningStack] = []
     contenders: list[Contender] = []
+    worktree: Path | None = None
     try:
 
         def llama_server(*model_source: str) -> tuple[subprocess.Popen, int]:
@@ -261,34 +277,43 @@ def main() -> None:
         direct, port = llama_server("-m", model_file)
         contenders.append(Contender("direct", f"http://127.0.0.1:{port}", MODEL, [direct.pid]))
 
-        behind_relay, target_port = llama_server("-m", model_file)
-        port = free_port()
-        relay = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "tcp_relay.py"), str(port), str(target_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(relay)
-        wait_http(f"http://127.0.0.1:{port}/health")
-        contenders.append(
-            Contender("tcp_relay", f"http://127.0.0.1:{port}", MODEL, [relay.pid, behind_relay.pid])
-        )
-
-        stack = start_stack(work, binary, models)
-        processes.append(stack)
-        stack.patch_model(MODEL, {"parameters": {"ctx_size": CTX_SIZE, "parallel": PARALLEL}})
-        contenders.append(
-            Contender(
-                "llamaproxy",
-                f"http://127.0.0.1:{stack.api_port}",
-                MODEL,
-                [stack.proc.pid],
-                stack.gateway_cpu_seconds,
+        if "tcp_relay" in wanted:
+            behind_relay, target_port = llama_server("-m", model_file)
+            port = free_port()
+            relay = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "tcp_relay.py"), str(port), str(target_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-        )
+            processes.append(relay)
+            wait_http(f"http://127.0.0.1:{port}/health")
+            contenders.append(
+                Contender("tcp_relay", f"http://127.0.0.1:{port}", MODEL, [relay.pid, behind_relay.pid])
+            )
 
-        router, port = llama_server("--models-dir", str(models))
-        contenders.append(Contender("llama_router", f"http://127.0.0.1:{port}", MODEL, [router.pid]))
+        def llamaproxy(name: str, home: Path, root: Path = ROOT) -> None:
+            home.mkdir(exist_ok=True)
+            stack = start_stack(home, binary, models, root)
+            processes.append(stack)
+            stack.patch_model(MODEL, {"parameters": {"ctx_size": CTX_SIZE, "parallel": PARALLEL}})
+            url = f"http://127.0.0.1:{stack.api_port}"
+            contenders.append(Contender(name, url, MODEL, [stack.proc.pid], stack.gateway_cpu_seconds))
+
+        if "llamaproxy" in wanted:
+            llamaproxy("llamaproxy", work)
+        if args.compare:
+            worktree = work / "baseline-checkout"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(worktree), args.compare],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            llamaproxy(baseline_name, work / "baseline", worktree)
+
+        if "llama_router" in wanted:
+            router, port = llama_server("--models-dir", str(models))
+            contenders.append(Contender("llama_router", f"http://127.0.0.1:{port}", MODEL, [router.pid]))
 
         collected: dict[str, dict] = {c.name: {} for c in contenders}
         failed: dict[str, str] = {}
@@ -329,10 +354,12 @@ def main() -> None:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=20)
+        if worktree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
 
     direct_result = results["direct"]
     summary = {}
-    for name in ("llamaproxy", "llama_router", "tcp_relay"):
+    for name in names(results):
         if "latency_ms" not in results.get(name, {}):
             continue
         entry = results[name]
@@ -351,8 +378,22 @@ def main() -> None:
             },
         }
     results["summary"] = summary
-    write_results("gateway", results)
+    if args.compare or args.contenders:
+        print("an A/B run or a part of the benchmark: bench/results/gateway.json left as it was")
+    else:
+        write_results("gateway", results)
     print_table(results)
+
+
+def names(results: dict) -> list[str]:
+    """The contenders other than direct that were measured, in the table's order."""
+    order = [
+        "llamaproxy",
+        *sorted(k for k in results if k.startswith("llamaproxy@")),
+        "llama_router",
+        "tcp_relay",
+    ]
+    return [name for name in order if name in results]
 
 
 def print_table(results: dict) -> None:
@@ -360,18 +401,20 @@ def print_table(results: dict) -> None:
         f"\n{'':16} {'p50 ms':>8} {'p99 ms':>8}"
         + "".join(f" {f'{s} streams':>12}" for s in results["direct"]["stream_tokens_per_second"])
     )
-    for name in ("direct", "llamaproxy", "llama_router", "tcp_relay"):
+    for name in ("direct", *names(results)):
         entry = results.get(name, {})
         if "latency_ms" not in entry:
             print(f"{name:16} {entry.get('error', 'not measured')}")
             continue
         rates = "".join(f" {rate:>10.0f}/s" for rate in entry["stream_tokens_per_second"].values())
         print(f"{name:16} {entry['latency_ms']['p50']:>8.2f} {entry['latency_ms']['p99']:>8.2f}{rates}")
-    cost = results.get("llamaproxy", {}).get("gateway_cpu")
-    if cost:
+    for name in names(results):
+        cost = results[name].get("gateway_cpu")
+        if not cost:
+            continue
         per_token = ", ".join(f"{s}: {us:.0f} µs" for s, us in cost.get("per_streamed_token_us", {}).items())
         print(
-            f"gateway CPU: {cost.get('per_request_us', 0):.0f} µs per request; per streamed token {per_token}"
+            f"{name} gateway CPU: {cost.get('per_request_us', 0):.0f} µs per request; per streamed token {per_token}"
         )
     for name, summary in results["summary"].items():
         ratios = ", ".join(f"{s}: {r:.1%}" for s, r in summary["stream_ratio"].items())

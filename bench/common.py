@@ -55,6 +55,7 @@ class RunningStack:
     api_port: int
     dashboard_port: int
     home: Path
+    root: Path = ROOT  # the checkout it runs from
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": "Bearer " + (self.home / "admin_token").read_text().strip()}
@@ -66,7 +67,7 @@ class RunningStack:
     def manage(self, *args: str) -> str:
         return subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT,
+            cwd=self.root,
             env=self.env,
             check=True,
             capture_output=True,
@@ -101,7 +102,9 @@ class RunningStack:
             self.proc.wait(timeout=20)
 
 
-def start_stack(work: Path, binary: Path, models: Path, **overrides: str) -> RunningStack:
+def start_stack(work: Path, binary: Path, models: Path, root: Path = ROOT, **overrides: str) -> RunningStack:
+    """`manage.py serve` of the checkout at `root` (another one's code runs with this one's
+    virtualenv: its folder comes first on the import path), with its home in `work`."""
     ports = {name: free_port() for name in ("DASHBOARD", "API", "OLLAMA", "LMSTUDIO")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAPROXY_") and k != "REDIS_URL"}
     env.update({f"LLAMAPROXY_{name}_PORT": str(port) for name, port in ports.items()})
@@ -117,19 +120,19 @@ def start_stack(work: Path, binary: Path, models: Path, **overrides: str) -> Run
     env.update(overrides)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=ROOT,
+        cwd=root,
         env=env,
         check=True,
         capture_output=True,
     )
     subprocess.run(
-        [sys.executable, "manage.py", "scan_models"], cwd=ROOT, env=env, check=True, capture_output=True
+        [sys.executable, "manage.py", "scan_models"], cwd=root, env=env, check=True, capture_output=True
     )
     log = (work / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "manage.py", "serve"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    stack = RunningStack(proc, env, ports["API"], ports["DASHBOARD"], work / "home")
+    stack = RunningStack(proc, env, ports["API"], ports["DASHBOARD"], work / "home", root)
     wait_http(f"http://127.0.0.1:{ports['DASHBOARD']}/health")
     # Up to the end of serve's own start-up checks (a benchmark may pause the whole tree next).
     deadline = time.monotonic() + 60
