@@ -3,6 +3,8 @@ creates the first user. Mounted under /api/manage/auth/ without the API's own au
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import authenticate, login, logout
@@ -33,6 +35,19 @@ def _error(request: HttpRequest, status: int, message: str, field: str | None = 
     return error_response(request, status, message, field)
 
 
+def dashboard_port_only(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Logins are sessions, and sessions live on the dashboard port: the management API on an
+    API port (no session middleware there) takes admin keys only."""
+
+    @functools.wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if not hasattr(request, "session"):
+            return _error(request, 404, "logins are on the dashboard port; send an admin API key here")
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
 def _csrf_rejected(request: HttpRequest) -> HttpResponse | None:
     """Login and setup change the session, so they need the CSRF token like every form."""
     if check_csrf(request) is not None:
@@ -54,11 +69,13 @@ def whoami(request: HttpRequest) -> dict[str, Any]:
 @router.get(
     "auth/me", summary="The logged-in user, whether a first user must be created; sets the CSRF cookie"
 )
+@dashboard_port_only
 def me(request: HttpRequest) -> dict[str, Any]:
     return whoami(request)
 
 
 @router.post("auth/login", summary="Log in with a Django user (staff users manage llamaproxy)")
+@dashboard_port_only
 def log_in(request: HttpRequest, payload: Credentials) -> Any:
     if (rejected := _csrf_rejected(request)) is not None:
         return rejected
@@ -72,6 +89,7 @@ def log_in(request: HttpRequest, payload: Credentials) -> Any:
 
 
 @router.post("auth/logout", summary="Log out")
+@dashboard_port_only
 def log_out(request: HttpRequest) -> Any:
     if (rejected := _csrf_rejected(request)) is not None:
         return rejected
@@ -80,6 +98,7 @@ def log_out(request: HttpRequest) -> Any:
 
 
 @router.post("auth/setup", summary="First run only: create the first (super)user and log in")
+@dashboard_port_only
 def first_user(request: HttpRequest, payload: NewUser) -> Any:
     if (rejected := _csrf_rejected(request)) is not None:
         return rejected

@@ -70,6 +70,7 @@ class Config:
     request_timeout: float
     usage_retention_days: int
     max_queue: int = 1024
+    max_request_body: int = 100 * 1024**2
     preload: list[str] = field(default_factory=list)
     default_model: str | None = None
     database: Path | None = None
@@ -229,6 +230,7 @@ def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
         request_timeout=float(parse("LLAMAPROXY_REQUEST_TIMEOUT", parse_duration, "300")),
         usage_retention_days=parse("LLAMAPROXY_USAGE_RETENTION_DAYS", lambda t: _parse_int(t, 0), "90"),
         max_queue=parse("LLAMAPROXY_MAX_QUEUE", lambda t: _parse_int(t, 1), "1024"),
+        max_request_body=parse("LLAMAPROXY_MAX_REQUEST_BODY", parse_size, "100MiB"),
         preload=[name.strip() for name in preload_raw.split(",") if name.strip()],
         default_model=get("LLAMAPROXY_DEFAULT_MODEL"),
         database=_resolve(get("LLAMAPROXY_DATABASE") or "", base_dir) if get("LLAMAPROXY_DATABASE") else None,

@@ -57,6 +57,11 @@ class StaffSession(SessionAuthIsStaff):
             return None
         return super()._get_key(request)
 
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        if not hasattr(request, "user"):  # an API port: no sessions there
+            return None
+        return super().authenticate(request, key)
+
 
 api = NinjaAPI(
     title="llamaproxy management API",

@@ -8,6 +8,8 @@ from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from llamaproxy.http_errors import in_face_shape
+
 
 def urlconf_for_port(port: int) -> str:
     for face, face_port in settings.LLAMAPROXY_PORTS.items():
@@ -34,4 +36,4 @@ class FaceRoutingMiddleware:
         urlconf = urlconf_for_port(port)
         request.urlconf = urlconf
         request.face = next((f for f, u in settings.FACE_URLCONFS.items() if u == urlconf), "dashboard")
-        return await self.get_response(request)
+        return in_face_shape(request, urlconf, await self.get_response(request))

@@ -170,6 +170,9 @@ LLAMAPROXY_REQUIRE_API_KEY: bool = CONFIG.require_api_key
 LLAMAPROXY_REQUEST_TIMEOUT: float = CONFIG.request_timeout
 LLAMAPROXY_USAGE_RETENTION_DAYS: int = CONFIG.usage_retention_days
 LLAMAPROXY_MAX_QUEUE: int = CONFIG.max_queue
+# Request bodies the faces read (long prompts, batches of embedding inputs, images as base64):
+# Django's 2.5 MB default refused ordinary vision requests. Uploaded files (audio) are not counted.
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = CONFIG.max_request_body
 LLAMAPROXY_PRELOAD: list[str] = CONFIG.preload
 LLAMAPROXY_DEFAULT_MODEL: str | None = CONFIG.default_model
 RUNNER_LOG_DIR: Path = LOG_DIR / "runners"

@@ -6,8 +6,10 @@ from pathlib import Path
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views import defaults
 
 from llamaproxy.health import collect_health
+from llamaproxy.http_errors import client_error, method_not_allowed_with
 
 ASSET_CACHE = "public, max-age=31536000, immutable"  # Vite puts a content hash in each name
 
@@ -111,3 +113,36 @@ async def playground_audio(request: HttpRequest, task: str) -> HttpResponse:
     if (refusal := await _playground_refusal(request)) is not None:
         return refusal
     return await audio_endpoint(request, translate=task == "translations", authorized=True)
+
+
+# The dashboard port's error pages: its JSON routes (/api/...) answer in the management API's
+# shape, the rest (the app's pages, the admin) with Django's own pages.
+
+
+def _manage_error(request: HttpRequest, status: int, message: str) -> HttpResponse:
+    from llamaproxy.manage_api import error_response
+
+    return error_response(request, status, message)
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return _manage_error(request, 404, f"unknown endpoint {request.method} {request.path}")
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return _manage_error(request, *client_error(exception))
+    return defaults.bad_request(request, exception)
+
+
+_api_method_not_allowed = method_not_allowed_with(_manage_error)
+
+
+def method_not_allowed(request: HttpRequest, refused: HttpResponse) -> HttpResponse:
+    return _api_method_not_allowed(request, refused) if _is_api(request) else refused

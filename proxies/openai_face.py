@@ -16,6 +16,7 @@ from ninja import NinjaAPI
 from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import BaseModel, ValidationError
 
+from llamaproxy.http_errors import bad_request_with, method_not_allowed_with
 from proxies import metrics
 from proxies.catalog_view import catalog_view
 from proxies.gateway import (
@@ -250,6 +251,17 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 def server_error(request: HttpRequest) -> JsonResponse:
     return openai_error(500, "internal error in llamaproxy; see logs/gateway.log", "internal_error")
+
+
+REFUSAL_CODES = {405: "method_not_allowed", 413: "request_too_large"}
+
+
+def _refusal(request: HttpRequest, status: int, message: str) -> JsonResponse:
+    return openai_error(status, message, REFUSAL_CODES.get(status, "invalid_request_error"))
+
+
+bad_request = bad_request_with(_refusal)  # handler400 of the OpenAI and LM Studio ports
+method_not_allowed = method_not_allowed_with(_refusal)  # handler405 (see llamaproxy/http_errors.py)
 
 
 # The audio endpoints (/v1/audio/transcriptions, /v1/audio/translations) register on `api` there.

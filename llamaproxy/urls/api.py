@@ -16,3 +16,5 @@ urlpatterns = [
 
 handler404 = "proxies.openai_face.not_found"
 handler500 = "proxies.openai_face.server_error"
+handler400 = "proxies.openai_face.bad_request"
+handler405 = "proxies.openai_face.method_not_allowed"

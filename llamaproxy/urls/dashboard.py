@@ -21,3 +21,7 @@ urlpatterns = [
     # a server route gets index.html.
     re_path(r"^(?!admin/|api/|health$|ws/|static/|assets/)(?P<path>.+)$", views.dashboard_index),
 ]
+
+handler400 = "llamaproxy.views.bad_request"
+handler404 = "llamaproxy.views.not_found"
+handler405 = "llamaproxy.views.method_not_allowed"

@@ -15,3 +15,5 @@ urlpatterns = [
 
 handler404 = "proxies.ollama.views.not_found"
 handler500 = "proxies.ollama.views.server_error"
+handler400 = "proxies.ollama.views.bad_request"
+handler405 = "proxies.ollama.views.method_not_allowed"

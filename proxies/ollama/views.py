@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import ValidationError as NinjaValidationError
 
+from llamaproxy.http_errors import bad_request_with, method_not_allowed_with
 from proxies.catalog_view import ModelView, catalog_view
 from proxies.gateway import (
     FaceError,
@@ -84,6 +85,14 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 def server_error(request: HttpRequest) -> JsonResponse:
     return ollama_error(500, "internal error in llamaproxy; see logs/gateway.log")
+
+
+def _refusal(request: HttpRequest, status: int, message: str) -> JsonResponse:
+    return ollama_error(status, message)
+
+
+bad_request = bad_request_with(_refusal)  # handler400 of port 11434
+method_not_allowed = method_not_allowed_with(_refusal)  # its handler405 (see llamaproxy/http_errors.py)
 
 
 def root(request: HttpRequest) -> HttpResponse:

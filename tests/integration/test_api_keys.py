@@ -121,3 +121,18 @@ def test_the_manage_api_needs_a_login_or_key(stack) -> None:
     response = httpx.get(stack.url("dashboard") + "/api/manage/keys")
     assert response.status_code == 401
     assert "error" in response.json()
+
+
+def test_the_manage_api_on_the_api_port_takes_admin_keys_and_sends_logins_to_the_dashboard(stack) -> None:
+    api = stack.url("api") + "/api/manage"
+    refused = httpx.get(api + "/keys")  # no key (there are no sessions on this port)
+    assert (
+        refused.status_code == 401 and refused.json()["error"]["message"] == "log in or send an admin API key"
+    )
+    cookie = httpx.get(api + "/keys", cookies={"sessionid": "made-up"})
+    assert cookie.status_code == 401
+    assert httpx.get(api + "/keys", headers=stack.admin_headers()).status_code == 200
+    for method, route in (("GET", "/auth/me"), ("POST", "/auth/login"), ("POST", "/auth/logout")):
+        response = httpx.request(method, api + route, json={"username": "a", "password": "b"})
+        assert response.status_code == 404, (route, response.text)
+        assert "logins are on the dashboard port" in response.json()["error"]["message"]

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 # tiny-chat is trained for 16K tokens, and each of its four slots gets that much.
 CHAT_SLOTS = 4
 CHAT_SLOT_CTX = 16384
+BODY_LIMIT = 4 * 1024**2  # above Django's 2.5 MB default, which refused ordinary vision requests
 
 
 def put_models(stack) -> None:
@@ -36,7 +37,12 @@ def stack(request, tmp_path_factory, llama_server_binary):
     from tests.integration.conftest import Stack, stack_env
 
     root = tmp_path_factory.mktemp("openai-stack")
-    env, ports = stack_env(root, llama_server_binary, LLAMAPROXY_MAX_LOADED_MODELS="3")
+    env, ports = stack_env(
+        root,
+        llama_server_binary,
+        LLAMAPROXY_MAX_LOADED_MODELS="3",
+        LLAMAPROXY_MAX_REQUEST_BODY=f"{BODY_LIMIT}B",
+    )
     stack = Stack(root=root, env=env, ports=ports)
     put_models(stack)
     stack.manage("migrate", "--noinput")
@@ -305,10 +311,58 @@ def test_an_unknown_model_is_a_404(client: openai.OpenAI) -> None:
     assert "no-such-model" in caught.value.message
 
 
+def test_a_body_over_djangos_default_limit_is_taken_and_one_over_the_limit_is_a_413_in_each_faces_shape(
+    stack,
+) -> None:
+    chat = {"model": "tiny-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    image = "data:image/png;base64," + "A" * (3 * 1024**2)  # as an image's bytes would fill it
+    taken = httpx.post(stack.url("api") + "/v1/chat/completions", json={**chat, "padding": image}, timeout=60)
+    assert taken.status_code == 200, taken.text
+    too_big = {**chat, "padding": "A" * (BODY_LIMIT + 1)}
+    for face, path in (("api", "/v1/chat/completions"), ("lmstudio", "/api/v0/chat/completions")):
+        response = httpx.post(stack.url(face) + path, json=too_big, timeout=60)
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "request_too_large"
+        assert f"larger than {BODY_LIMIT} bytes" in response.json()["error"]["message"]
+    response = httpx.post(stack.url("ollama") + "/api/chat", json=too_big, timeout=60)
+    assert response.status_code == 413 and "larger than" in response.json()["error"]
+    response = httpx.post(
+        stack.url("dashboard") + "/api/manage/import", json=too_big, headers=stack.admin_headers()
+    )
+    assert response.status_code == 413 and "larger than" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("face", "method", "path"),
+    [
+        ("api", "GET", "/v1/chat/completions"),
+        ("api", "DELETE", "/v1/models"),
+        ("lmstudio", "GET", "/api/v0/chat/completions"),
+        ("ollama", "GET", "/api/chat"),
+        ("ollama", "PUT", "/v1/completions"),
+        ("dashboard", "DELETE", "/api/manage/models"),
+    ],
+)
+def test_a_method_a_route_does_not_take_is_a_405_in_the_faces_shape_naming_the_allowed(
+    stack, face: str, method: str, path: str
+) -> None:
+    response = httpx.request(method, stack.url(face) + path, headers=stack.admin_headers())
+    assert response.status_code == 405
+    assert response.headers["content-type"].startswith("application/json")
+    allowed = response.headers["allow"]
+    assert allowed in ("GET", "POST")
+    error = response.json()["error"]
+    message = error if face == "ollama" else error["message"]
+    assert message == f"{method} is not allowed on {path}; use {allowed}"
+
+
 def test_an_unknown_endpoint_is_a_json_404(stack) -> None:
     response = httpx.get(stack.url("api") + "/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+    response = httpx.get(stack.url("dashboard") + "/api/manage/nothing-here", headers=stack.admin_headers())
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "unknown endpoint GET /api/manage/nothing-here"
 
 
 def test_an_error_from_llama_server_is_passed_through_with_its_status(client: openai.OpenAI) -> None:

@@ -25,6 +25,7 @@ def test_defaults_match_the_design_table() -> None:
     assert config.require_api_key is False
     assert config.build_backend == "auto"
     assert config.max_queue == 1024
+    assert config.max_request_body == 100 * 1024**2
     assert load_config({"LLAMAPROXY_BUILD_BACKEND": "CUDA"}, BASE).build_backend == "cuda"
 
 
@@ -74,6 +75,7 @@ def test_values_from_the_environment_are_parsed() -> None:
         ("LLAMAPROXY_BUILD_BACKEND", "metal", "not a build backend"),
         ("LLAMAPROXY_USAGE_RETENTION_DAYS", "-3", "at least 0"),
         ("LLAMAPROXY_MAX_QUEUE", "0", "at least 1"),
+        ("LLAMAPROXY_MAX_REQUEST_BODY", "huge", "not a size"),
     ],
 )
 def test_a_bad_value_names_its_variable(variable: str, value: str, problem: str) -> None:
