@@ -363,19 +363,21 @@ def main() -> None:
         if "latency_ms" not in results.get(name, {}):
             continue
         entry = results[name]
+        # Each round's ratio (the two rates of a round were measured back to back), and their median.
+        round_ratios = {
+            streams: [
+                mine / theirs
+                for mine, theirs in zip(
+                    entry["stream_tokens_per_second_rounds"][streams], rounds, strict=False
+                )
+            ]
+            for streams, rounds in direct_result["stream_tokens_per_second_rounds"].items()
+        }
         summary[name] = {
             "added_p50_ms": entry["latency_ms"]["p50"] - direct_result["latency_ms"]["p50"],
             "added_p99_ms": entry["latency_ms"]["p99"] - direct_result["latency_ms"]["p99"],
-            # The median of each round's ratio: the two rates of a round were measured back to back.
-            "stream_ratio": {
-                streams: statistics.median(
-                    mine / theirs
-                    for mine, theirs in zip(
-                        entry["stream_tokens_per_second_rounds"][streams], rounds, strict=False
-                    )
-                )
-                for streams, rounds in direct_result["stream_tokens_per_second_rounds"].items()
-            },
+            "stream_ratio": {streams: statistics.median(ratios) for streams, ratios in round_ratios.items()},
+            "stream_ratio_rounds": round_ratios,
         }
     results["summary"] = summary
     if args.compare or args.contenders:
@@ -417,7 +419,11 @@ def print_table(results: dict) -> None:
             f"{name} gateway CPU: {cost.get('per_request_us', 0):.0f} µs per request; per streamed token {per_token}"
         )
     for name, summary in results["summary"].items():
-        ratios = ", ".join(f"{s}: {r:.1%}" for s, r in summary["stream_ratio"].items())
+        spread = summary.get("stream_ratio_rounds", {})
+        ratios = ", ".join(
+            f"{s}: {r:.1%}" + (f" ({min(spread[s]):.1%} to {max(spread[s]):.1%})" if spread.get(s) else "")
+            for s, r in summary["stream_ratio"].items()
+        )
         print(
             f"{name}: added p50 {summary['added_p50_ms']:+.2f} ms, p99 {summary['added_p99_ms']:+.2f} ms; stream ratio {ratios}"
         )
