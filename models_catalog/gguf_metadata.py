@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import GGMLQuantizationType, LlamaFileType
+from gguf import GGMLQuantizationType, LlamaFileType, PoolingType
 from gguf.utility import model_weight_count_rounded_notation
 
 from models_catalog.gguf_header import ArrayLength, GGUFHeader, GGUFHeaderError, read_header
@@ -37,6 +37,8 @@ EMBEDDING_ARCHITECTURES = frozenset(
     }
 )
 PROJECTOR_ARCHITECTURES = frozenset({"clip"})
+# `<arch>.pooling_type` (llama.cpp's enum) by the name `--pooling` takes; `rank` is a reranker's.
+POOLING_TYPES: dict[str, PoolingType] = {p.name.lower(): p for p in PoolingType if p is not PoolingType.NONE}
 TOOLS_MARKERS = ("tools", "tool_call")
 THINKING_MARKERS = ("<think>", "enable_thinking", "reasoning", "thinking")
 # Keys kept out of `extra`: captured in fields already, or too big to be useful there.
@@ -228,3 +230,10 @@ def _int(value: Any) -> int | None:
     if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
         return max(value)
     return None
+
+
+def pooling_name(value: object) -> str | None:
+    """The name of a declared `<arch>.pooling_type` (None for none, or a value it cannot be)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return next((name for name, pooling in POOLING_TYPES.items() if pooling == value), None)

@@ -23,11 +23,12 @@ from gguf import (
     GGMLQuantizationType,
     GGUFWriter,
     LlamaFileType,
-    PoolingType,
     TokenType,
 )
 from gguf.quants import quantize
 from gguf.utility import size_label
+
+from models_catalog.gguf_metadata import POOLING_TYPES
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -70,14 +71,6 @@ FILE_TYPES: dict[str, tuple[GGMLQuantizationType, LlamaFileType]] = {
     "F32": (GGMLQuantizationType.F32, LlamaFileType.ALL_F32),
     "F16": (GGMLQuantizationType.F16, LlamaFileType.MOSTLY_F16),
     "Q8_0": (GGMLQuantizationType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
-}
-
-# `<arch>.pooling_type` values (llama.cpp's enum); `rank` makes a reranker.
-POOLING_TYPES: dict[str, PoolingType] = {
-    "mean": PoolingType.MEAN,
-    "cls": PoolingType.CLS,
-    "last": PoolingType.LAST,
-    "rank": PoolingType.RANK,
 }
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from models_catalog.gguf_metadata import pooling_name
 from models_catalog.parameters import parameter_args, validate_parameters
 
 BinaryFinder = Callable[[str], Path | None]
@@ -77,15 +78,10 @@ def runner_args(
     return args
 
 
-# `<arch>.pooling_type` in a GGUF file (llama.cpp's enum), by the name `--pooling` takes.
-POOLING_NAMES = {1: "mean", 2: "cls", 3: "last", 4: "rank"}
-
-
 def declared_pooling(model: Any) -> str | None:
     """The pooling the model's file declares (its GGUF metadata, kept by the scan), if any."""
     metadata = getattr(model, "metadata", None) or {}
-    value = metadata.get(f"{getattr(model, 'architecture', '')}.pooling_type")
-    return POOLING_NAMES.get(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    return pooling_name(metadata.get(f"{getattr(model, 'architecture', '')}.pooling_type"))
 
 
 def _chosen_binary(model: Any, server_binary: str) -> Path | None:

@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from models_catalog.tiny_model import FILE_TYPES, POOLING_TYPES, SIZES, write_tiny_model
+from models_catalog.gguf_metadata import POOLING_TYPES
+from models_catalog.tiny_model import FILE_TYPES, SIZES, write_tiny_model
 
 
 class Command(BaseCommand):
