@@ -39,10 +39,14 @@ class UsageMeter:
                 self.cached_tokens = _int(details.get("cached_tokens"), self.cached_tokens)
         timings = body.get("timings")
         if isinstance(timings, dict):
-            # llama-server's own counts are exact; prefer them over counting chunks.
-            self.prompt_tokens = _int(timings.get("prompt_n"), self.prompt_tokens)
+            # llama-server's own counts are exact; prefer them over counting chunks. Its prompt_n
+            # counts only the prompt tokens it evaluated: those found in its cache are cache_n.
+            cached = _int(timings.get("cache_n"), None)
+            evaluated = _int(timings.get("prompt_n"), None)
+            if evaluated is not None:
+                self.prompt_tokens = evaluated + (cached or 0)
             self.completion_tokens = _int(timings.get("predicted_n"), self.completion_tokens)
-            self.cached_tokens = _int(timings.get("cache_n"), self.cached_tokens)
+            self.cached_tokens = cached if cached is not None else self.cached_tokens
             self.prefill_tps = _float(timings.get("prompt_per_second"), self.prefill_tps)
             self.decode_tps = _float(timings.get("predicted_per_second"), self.decode_tps)
         for choice in body.get("choices") or ():
