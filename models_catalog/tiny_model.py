@@ -37,6 +37,27 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# ChatML with Hermes/Qwen-style tools: the tools' schemas in the system turn, each call as a
+# <tool_call> element holding {"name", "arguments"}, each result as a <tool_response>.
+TOOLS_TEMPLATE = (
+    "{%- if tools %}{{ '<|im_start|>system\\n<tools>\\n' }}"
+    "{%- for tool in tools %}{{ tool | tojson }}{{ '\\n' }}{%- endfor %}"
+    "{{ '</tools><|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' and message.tool_calls %}"
+    "{{ '<|im_start|>assistant\\n' }}{%- if message.content %}{{ message.content }}{%- endif %}"
+    "{%- for call in message.tool_calls %}"
+    '{{ \'<tool_call>\\n{"name": "\' + call.function.name + \'", "arguments": \' }}'
+    "{%- if call.function.arguments is string %}{{ call.function.arguments }}"
+    "{%- else %}{{ call.function.arguments | tojson }}{%- endif %}"
+    "{{ '}\\n</tool_call>' }}{%- endfor %}{{ '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{{ '<|im_start|>user\\n<tool_response>\\n' + message.content + '\\n</tool_response><|im_end|>\\n' }}"
+    "{%- else %}{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
 # SentencePiece marks a word boundary (a preceding space) with U+2581.
 SPACE = "\u2581"
 
@@ -49,10 +70,16 @@ CHAT_TOKENS: list[tuple[str, TokenType]] = [
     ("<|im_start|>", TokenType.CONTROL),
     ("<|im_end|>", TokenType.CONTROL),
 ]
+# A tool-calling model's call markers (Hermes/Qwen style): added tokens that read as text.
+TOOL_TOKENS: list[tuple[str, TokenType]] = [
+    ("<tool_call>", TokenType.USER_DEFINED),
+    ("</tool_call>", TokenType.USER_DEFINED),
+]
 UNK_ID, BOS_ID = 0, 1
 # ids after <unk>, <s>, </s> and the 256 byte tokens
 IM_START_ID = len(SPECIAL_TOKENS) + 256
 IM_END_ID = IM_START_ID + 1
+TOOL_CALL_ID, TOOL_CALL_END_ID = IM_END_ID + 1, IM_END_ID + 2  # in a tool caller's vocabulary
 # tokens the output head never favours: <unk>, <s>, the byte tokens and <|im_start|>
 SILENT_IDS = (UNK_ID, BOS_ID, *range(len(SPECIAL_TOKENS), IM_START_ID + 1))
 LOGIT_STD = 2.0
@@ -112,6 +139,7 @@ def write_tiny_model(
     file_type: str | None = None,
     split: int = 1,
     pooling: str | None = None,
+    tool_caller: bool = False,
 ) -> list[Path]:
     """Write a random-weight llama GGUF model at `path` and return the written file(s).
 
@@ -119,6 +147,11 @@ def write_tiny_model(
     names them; llama-server loads the set when given the first one. `pooling` (one of
     POOLING_TYPES) declares the model an embedding model pooled that way, as converted
     embedding models and rerankers (`rank`) declare themselves.
+
+    A `tool_caller` always calls a tool when it is offered one: it has Hermes-style tools in its
+    template (TOOLS_TEMPLATE unless `chat_template` says otherwise), `<tool_call>` and
+    `</tool_call>` as tokens, and weights that make it answer a call (see `_make_tool_caller`),
+    so llama-server's own tool-call grammar and parser produce a real call from it.
     """
     shape = _shape(size)
     ftype = (file_type or shape.file_type).upper()
@@ -127,8 +160,12 @@ def write_tiny_model(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = list(_tensors(shape, np.random.default_rng(seed)))
+    if tool_caller:
+        _make_tool_caller(dict(tensors))
     if not 1 <= split <= len(tensors):
         raise ValueError(f"split must be between 1 and {len(tensors)} (the tensor count), not {split}")
+    if tool_caller and size != "tiny":
+        raise ValueError("a tool caller is made in the tiny size only")  # its weights are tuned to it
     if pooling is not None and pooling not in POOLING_TYPES:
         raise ValueError(f"pooling must be one of {sorted(POOLING_TYPES)}, not {pooling!r}")
 
@@ -137,7 +174,8 @@ def write_tiny_model(
     _add_metadata(writer, shape, name or path.stem, context_length or shape.context_length, ftype)
     if pooling is not None:
         writer.add_pooling_type(POOLING_TYPES[pooling])
-    _add_vocabulary(writer, shape.vocab, chat_template or CHATML_TEMPLATE)
+    default_template = TOOLS_TEMPLATE if tool_caller else CHATML_TEMPLATE
+    _add_vocabulary(writer, shape.vocab, chat_template or default_template, tool_caller)
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -203,6 +241,45 @@ def _output_head(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     return head
 
 
+def _make_tool_caller(tensors: dict[str, np.ndarray]) -> None:
+    """Weights that make greedy decoding call a tool, in place.
+
+    Llama's residual stream carries each token's own embedding to the output head, so with the
+    layers' small weights (about 0.02) the next token can be chosen by the current one. Four
+    embedding dimensions are set aside for that:
+
+    - one is 1 in every embedding but the call markers'. It favours `"` (so strings close at
+      once), then `</tool_call>` (a call ends as soon as its JSON does), and disfavours
+      whitespace (the JSON comes out compact);
+    - one is 1 in the newline's embedding too: it favours `<tool_call>` after a newline, where the
+      generation prompt ("<|im_start|>assistant\\n") ends;
+    - one is 1 in `<tool_call>`'s: a newline follows, completing the call's opening marker;
+    - one is 1 in `</tool_call>`'s: the turn ends. One call, then the model stops.
+
+    Inside a call llama-server's grammar allows only the call's JSON, so the weights just pick
+    among what it allows.
+    """
+    embedding = tensors[_name(MODEL_TENSOR.TOKEN_EMBD)]
+    head = tensors[_name(MODEL_TENSOR.OUTPUT)]
+    text, after_newline, after_start, after_end = range(4)
+    pieces = vocabulary(len(embedding), tool_tokens=True)[0]
+    quote_id, newline_id = pieces.index('"'), pieces.index("<0x0A>")
+    whitespace = [pieces.index(w) for w in (SPACE, "<0x20>", "<0x09>", "<0x0A>", "<0x0D>")]
+    embedding[:, :4] = 0.0
+    embedding[:, text] = 1.0
+    embedding[newline_id, after_newline] = 1.0
+    for marker, dimension in ((TOOL_CALL_ID, after_start), (TOOL_CALL_END_ID, after_end)):
+        embedding[marker] = 0.0
+        embedding[marker, dimension] = 1.0
+    head[:, :4] = 0.0
+    head[quote_id, text] = 2.5
+    head[TOOL_CALL_END_ID, text] = 2.0
+    head[whitespace, text] = -1.0
+    head[TOOL_CALL_ID, after_newline] = 4.0
+    head[newline_id, after_start] = 4.0
+    head[IM_END_ID, after_end] = 4.0
+
+
 def _name(tensor: MODEL_TENSOR, bid: int | None = None) -> str:
     base = TENSOR_NAMES[tensor]
     return f"{base.format(bid=bid)}.weight" if bid is not None else f"{base}.weight"
@@ -243,9 +320,14 @@ def _add_metadata(writer: GGUFWriter, shape: Shape, name: str, context_length: i
     writer.add_layer_norm_rms_eps(shape.rms_eps)
 
 
-def _add_vocabulary(writer: GGUFWriter, vocab_size: int, chat_template: str) -> None:
-    tokens, types = vocabulary(vocab_size)
+def _add_vocabulary(writer: GGUFWriter, vocab_size: int, chat_template: str, tool_caller: bool) -> None:
+    tokens, types = vocabulary(vocab_size, tool_tokens=tool_caller)
     writer.add_tokenizer_model("llama")
+    if tool_caller:
+        # As with Qwen's BPE vocabulary, text after a special token gets no SentencePiece space:
+        # llama-server feeds the generation prompt ("<|im_start|>assistant\n") to a tool-call
+        # grammar token by token, and "▁assistant" would not match it.
+        writer.add_add_space_prefix(False)
     writer.add_token_list(tokens)
     # SentencePiece scores: earlier (more frequent) pieces win merges; specials and bytes score 0.
     writer.add_token_scores([0.0 if t != TokenType.NORMAL else -float(i) for i, t in enumerate(types)])
@@ -259,12 +341,14 @@ def _add_vocabulary(writer: GGUFWriter, vocab_size: int, chat_template: str) -> 
     writer.add_chat_template(chat_template)
 
 
-def vocabulary(size: int) -> tuple[list[str], list[TokenType]]:
-    """Tokens and token types: specials, 256 byte-fallback tokens, ChatML markers, then pieces."""
+def vocabulary(size: int, *, tool_tokens: bool = False) -> tuple[list[str], list[TokenType]]:
+    """Tokens and token types: specials, 256 byte-fallback tokens, ChatML markers, a tool
+    caller's call markers, then pieces."""
     fixed = [
         *SPECIAL_TOKENS,
         *((f"<0x{byte:02X}>", TokenType.BYTE) for byte in range(256)),
         *CHAT_TOKENS,
+        *(TOOL_TOKENS if tool_tokens else ()),
     ]
     if size < len(fixed) + 1:
         raise ValueError(f"vocabulary size must be at least {len(fixed) + 1}")

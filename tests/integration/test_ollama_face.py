@@ -9,24 +9,10 @@ import httpx
 import ollama
 import pytest
 
-from models_catalog.tiny_model import CHATML_TEMPLATE, write_tiny_model
+from models_catalog.tiny_model import CHATML_TEMPLATE, TOOLS_TEMPLATE, write_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-# A Hermes-style template: tools in the system prompt, calls and results rendered as tags.
-TOOLS_TEMPLATE = (
-    "{%- if tools %}<|im_start|>system\n<tools>\n{%- for tool in tools %}{{ tool | tojson }}\n{%- endfor %}"
-    "</tools><|im_end|>\n{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant\n"
-    "{%- for call in message.tool_calls %}<tool_call>\n"
-    '{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}\n'
-    "</tool_call>{%- endfor %}<|im_end|>\n"
-    "{%- elif message.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ message.content }}\n"
-    "</tool_response><|im_end|>\n"
-    "{%- else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{%- endif %}"
-    "{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
-)
 WEATHER_TOOL = {
     "type": "function",
     "function": {

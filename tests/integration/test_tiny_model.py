@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 from gguf import GGUFReader, LlamaFileType
 
-from models_catalog.tiny_model import CHATML_TEMPLATE, parameter_count, write_tiny_model
+from models_catalog.tiny_model import (
+    CHATML_TEMPLATE,
+    TOOL_CALL_END_ID,
+    TOOL_CALL_ID,
+    TOOLS_TEMPLATE,
+    parameter_count,
+    write_tiny_model,
+)
 from tests.conftest import free_port
 
 CHAT_REQUEST = {
@@ -158,6 +165,20 @@ def test_a_pooling_makes_an_embedding_model_and_rank_a_reranker_the_catalog_know
     assert declared_pooling(SimpleNamespace(architecture="llama", metadata=found.extra)) == "rank"
     with pytest.raises(ValueError, match="pooling"):
         write_tiny_model(tmp_path / "bad.gguf", pooling="max")
+
+
+def test_a_tool_caller_has_call_markers_a_tools_template_and_no_space_prefix(tmp_path: Path) -> None:
+    from models_catalog.gguf_metadata import read_metadata
+
+    [path] = write_tiny_model(tmp_path / "caller.gguf", tool_caller=True)
+    found = metadata(path)
+    tokens = found["tokenizer.ggml.tokens"]
+    assert tokens[TOOL_CALL_ID] == "<tool_call>" and tokens[TOOL_CALL_END_ID] == "</tool_call>"
+    assert found["tokenizer.chat_template"] == TOOLS_TEMPLATE
+    assert found["tokenizer.ggml.add_space_prefix"] is False
+    assert read_metadata([path]).cap_tools
+    with pytest.raises(ValueError, match="tiny size"):
+        write_tiny_model(tmp_path / "big.gguf", size="small", tool_caller=True)
 
 
 def test_impossible_split_is_refused(tmp_path: Path) -> None:

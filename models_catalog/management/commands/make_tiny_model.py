@@ -28,6 +28,11 @@ class Command(BaseCommand):
             default=None,
             help="declare an embedding model pooled this way (rank: a reranker)",
         )
+        parser.add_argument(
+            "--tool-caller",
+            action="store_true",
+            help="a model that calls a tool whenever it is offered one (Hermes-style tools template; tiny size)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -40,6 +45,7 @@ class Command(BaseCommand):
                 file_type=options["file_type"],
                 split=options["split"],
                 pooling=options["pooling"],
+                tool_caller=options["tool_caller"],
             )
         except (ValueError, OSError) as exc:
             raise CommandError(str(exc)) from exc
