@@ -156,6 +156,16 @@ class Stack:
         self.manage("migrate", "--noinput")
         self.manage("scan_models")
 
+    def usage_rows(self, **filters: str | int) -> list[dict]:
+        """Usage history rows, newest first, through the manage API (filters as it takes them)."""
+        response = httpx.get(
+            self.url("dashboard") + "/api/manage/usage",
+            params={"limit": 5000, **filters},
+            headers=self.admin_headers(),
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["results"]
+
     def runner_log(self, model: str) -> Path:
         return self.log_dir / "runners" / f"{model}.log"
 

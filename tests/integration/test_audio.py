@@ -138,20 +138,10 @@ def assert_openai_error(response: httpx.Response, status: int, param: str | None
     return error
 
 
-def usage_rows(stack, **filters: str) -> list[dict]:
-    response = httpx.get(
-        stack.url("dashboard") + "/api/manage/usage",
-        params={"limit": 500, **filters},
-        headers=stack.admin_headers(),
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
-
-
 def wait_for_rows(stack, predicate, timeout: float = 10, **filters: str) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = [row for row in usage_rows(stack, **filters) if predicate(row)]
+        rows = [row for row in stack.usage_rows(**filters) if predicate(row)]
         if rows or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)
@@ -337,7 +327,7 @@ def test_audio_requests_are_recorded_with_audio_seconds_and_duration(stack) -> N
         endpoint="audio/transcriptions",
     )
 
-    assert done, usage_rows(stack)
+    assert done, stack.usage_rows()
     row = done[0]
     assert (row["model"], row["status"], row["face"]) == (WHISPER, 200, "api")
     assert row["duration_ms"] > 0

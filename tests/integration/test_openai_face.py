@@ -70,22 +70,12 @@ def client(stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.url("api") + "/v1", api_key="sk-anything", max_retries=0, timeout=60)
 
 
-def usage_rows(stack, **filters: str) -> list[dict]:
-    response = httpx.get(
-        stack.url("dashboard") + "/api/manage/usage",
-        params={"limit": 5000, **filters},
-        headers=stack.admin_headers(),
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
-
-
 def wait_for_rows(stack, count: int, timeout: float = 10, **filters: str) -> list[dict]:
     deadline = time.monotonic() + timeout
-    rows = usage_rows(stack, **filters)
+    rows = stack.usage_rows(**filters)
     while len(rows) < count and time.monotonic() < deadline:
         time.sleep(0.2)
-        rows = usage_rows(stack, **filters)
+        rows = stack.usage_rows(**filters)
     return rows
 
 
@@ -422,7 +412,7 @@ def test_a_client_that_disconnects_mid_stream_stops_the_generation(stack) -> Non
     assert released[-1] < n_ctx // 2, (released[-1], n_ctx)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        rows = usage_rows(stack, endpoint="chat/completions", status="200")
+        rows = stack.usage_rows(endpoint="chat/completions", status="200")
         if any(row["error"] == "client disconnected" for row in rows):
             break
         time.sleep(0.2)
@@ -492,7 +482,7 @@ def test_a_client_that_gives_up_on_a_whole_answer_stops_the_generation_and_frees
 
 def test_fifty_concurrent_streams_make_fifty_usage_rows_with_the_right_counts(stack) -> None:
     marker_model = "tiny-embed"  # a model the other tests do not stream from, so rows are ours alone
-    before = len(usage_rows(stack, model=marker_model, endpoint="completions"))
+    before = len(stack.usage_rows(model=marker_model, endpoint="completions"))
 
     async def one(client: openai.AsyncOpenAI, index: int) -> int:
         stream = await client.completions.create(

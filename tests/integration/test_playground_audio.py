@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from models_catalog.tiny_whisper import write_tiny_whisper_model
-from tests.integration.test_audio import WHISPER, tone_wav, usage_rows, wait_for_rows, whisper_server_binary
+from tests.integration.test_audio import WHISPER, tone_wav, wait_for_rows, whisper_server_binary
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_a_staff_user_transcribes_a_wav_and_the_usage_row_has_face_playground(st
     assert isinstance(body["segments"], list)
     assert body["duration"] == pytest.approx(1.5)
     rows = wait_for_rows(stack, lambda r: r["face"] == "playground", endpoint="audio/transcriptions")
-    assert rows, usage_rows(stack)
+    assert rows, stack.usage_rows()
     assert (rows[0]["model"], rows[0]["status"], rows[0]["audio_seconds"]) == (
         WHISPER,
         200,

@@ -69,16 +69,6 @@ def ollama_client(stack) -> ollama.Client:
     return ollama.Client(host=stack.url("ollama"), timeout=60)
 
 
-def usage_rows(stack, **filters: str) -> list[dict]:
-    response = httpx.get(
-        stack.url("dashboard") + "/api/manage/usage",
-        params={"limit": 500, **filters},
-        headers=stack.admin_headers(),
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
-
-
 def test_the_catalog_lists_the_model_as_able_to_call_tools(stack) -> None:
     shown = httpx.post(stack.url("ollama") + "/api/show", json={"model": "tiny-caller"}).json()
     assert "tools" in shown["capabilities"]
@@ -229,7 +219,7 @@ def test_usage_is_recorded_for_calls(stack, openai_client: openai.OpenAI) -> Non
         model="tiny-caller", messages=QUESTION, tools=[CITY_TOOL], temperature=0, max_tokens=200
     )
     deadline = time.monotonic() + 15
-    while not (rows := usage_rows(stack, model="tiny-caller", since=since)) and time.monotonic() < deadline:
+    while not (rows := stack.usage_rows(model="tiny-caller", since=since)) and time.monotonic() < deadline:
         time.sleep(0.2)
     (row,) = rows
     assert row["status"] == 200 and row["face"] == "api" and row["endpoint"] == "chat/completions"
