@@ -154,6 +154,8 @@ def write_tiny_model(
     so llama-server's own tool-call grammar and parser produce a real call from it.
     """
     shape = _shape(size)
+    if tool_caller and size != "tiny":
+        raise ValueError("a tool caller is made in the tiny size only")  # its weights are tuned to it
     ftype = (file_type or shape.file_type).upper()
     if ftype not in FILE_TYPES:
         raise ValueError(f"file_type must be one of {sorted(FILE_TYPES)}, not {file_type!r}")
@@ -164,8 +166,6 @@ def write_tiny_model(
         _make_tool_caller(dict(tensors))
     if not 1 <= split <= len(tensors):
         raise ValueError(f"split must be between 1 and {len(tensors)} (the tensor count), not {split}")
-    if tool_caller and size != "tiny":
-        raise ValueError("a tool caller is made in the tiny size only")  # its weights are tuned to it
     if pooling is not None and pooling not in POOLING_TYPES:
         raise ValueError(f"pooling must be one of {sorted(POOLING_TYPES)}, not {pooling!r}")
 
