@@ -39,14 +39,10 @@ class UsageMeter:
                 self.cached_tokens = _int(details.get("cached_tokens"), self.cached_tokens)
         timings = body.get("timings")
         if isinstance(timings, dict):
-            # llama-server's own counts are exact; prefer them over counting chunks. Its prompt_n
-            # counts only the prompt tokens it evaluated: those found in its cache are cache_n.
-            cached = _int(timings.get("cache_n"), None)
-            evaluated = _int(timings.get("prompt_n"), None)
-            if evaluated is not None:
-                self.prompt_tokens = evaluated + (cached or 0)
+            # llama-server's own counts are exact; prefer them over counting chunks.
+            self.prompt_tokens = prompt_length(timings, self.prompt_tokens)
             self.completion_tokens = _int(timings.get("predicted_n"), self.completion_tokens)
-            self.cached_tokens = cached if cached is not None else self.cached_tokens
+            self.cached_tokens = _int(timings.get("cache_n"), self.cached_tokens)
             self.prefill_tps = _float(timings.get("prompt_per_second"), self.prefill_tps)
             self.decode_tps = _float(timings.get("predicted_per_second"), self.decode_tps)
         for choice in body.get("choices") or ():
@@ -75,6 +71,13 @@ class UsageMeter:
     @property
     def duration_ms(self) -> float:
         return ((time.perf_counter() if self.ended is None else self.ended) - self.started) * 1000
+
+
+def prompt_length(timings: dict[str, Any], default: int | None = None) -> int | None:
+    """The whole prompt's length from llama-server's `timings`: its prompt_n counts only the
+    tokens it evaluated, those it found in its prompt cache are cache_n."""
+    evaluated = _int(timings.get("prompt_n"), None)
+    return default if evaluated is None else evaluated + (_int(timings.get("cache_n"), None) or 0)
 
 
 def _int(value: Any, default: int | None) -> int | None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
+from proxies.accounting import prompt_length
 from proxies.openai_schemas import first_error
 
 # Copilot refuses servers older than 0.6.4; Open WebUI reads it too.
@@ -573,7 +574,7 @@ def durations(usage: dict[str, Any], timings: dict[str, Any], total_ns: int, loa
     """Ollama's final counters: token counts as numbers, durations in nanoseconds."""
     prompt_tokens = _number(usage.get("prompt_tokens"))
     if prompt_tokens is None:
-        prompt_tokens = (_number(timings.get("prompt_n")) or 0) + (_number(timings.get("cache_n")) or 0)
+        prompt_tokens = prompt_length(timings, 0)
     eval_tokens = _number(usage.get("completion_tokens"))
     if eval_tokens is None:
         eval_tokens = _number(timings.get("predicted_n")) or 0
