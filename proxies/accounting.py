@@ -1,4 +1,5 @@
-"""Token and timing accounting of one relayed request, from llama-server's `usage` and `timings`."""
+"""Token and timing accounting of one relayed request, from llama-server's `usage` and `timings`
+(in the shapes of OpenAI's chat and completions, its Responses API, and Anthropic's Messages)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,11 @@ class UsageMeter:
     def observe(self, body: dict[str, Any]) -> None:
         """Take what a response object (or the final stream chunk) says about tokens and speed."""
         usage = body.get("usage")
+        if usage is None:  # a Responses stream's `response.completed`, Anthropic's `message_start`
+            inner = body.get("response") or body.get("message")
+            usage = inner.get("usage") if isinstance(inner, dict) else None
         if isinstance(usage, dict):
-            self.prompt_tokens = _int(usage.get("prompt_tokens"), self.prompt_tokens)
-            self.completion_tokens = _int(usage.get("completion_tokens"), self.completion_tokens)
-            details = usage.get("prompt_tokens_details")
-            if isinstance(details, dict):
-                self.cached_tokens = _int(details.get("cached_tokens"), self.cached_tokens)
+            self._observe_usage(usage)
         timings = body.get("timings")
         if isinstance(timings, dict):
             # llama-server's own counts are exact; prefer them over counting chunks.
@@ -58,10 +58,33 @@ class UsageMeter:
                 self.chunks_with_content += 1
                 self.mark_first_token()
 
+    def _observe_usage(self, usage: dict[str, Any]) -> None:
+        """OpenAI's chat and completions `usage`, the Responses API's (`input_tokens` with the
+        cached ones among them) or Anthropic's (`input_tokens` without the cached ones, which
+        are `cache_read_input_tokens`)."""
+        if "prompt_tokens" in usage or "completion_tokens" in usage:
+            self.prompt_tokens = _int(usage.get("prompt_tokens"), self.prompt_tokens)
+            self.completion_tokens = _int(usage.get("completion_tokens"), self.completion_tokens)
+            details = usage.get("prompt_tokens_details")
+        else:
+            self.completion_tokens = _int(usage.get("output_tokens"), self.completion_tokens)
+            cache_read = _int(usage.get("cache_read_input_tokens"), None)
+            if cache_read is None:
+                self.prompt_tokens = _int(usage.get("input_tokens"), self.prompt_tokens)
+                details = usage.get("input_tokens_details")
+            else:
+                written = _int(usage.get("cache_creation_input_tokens"), None) or 0
+                self.prompt_tokens = (_int(usage.get("input_tokens"), None) or 0) + cache_read + written
+                self.cached_tokens = cache_read
+                return
+        if isinstance(details, dict):
+            self.cached_tokens = _int(details.get("cached_tokens"), self.cached_tokens)
+
     def finish(self, at: float | None = None) -> None:
         """The request ended (`at`, a perf_counter reading, or now): its duration stops here."""
         self.ended = time.perf_counter() if at is None else at
-        if self.completion_tokens is None and self.chunks_with_content:
+        if not self.completion_tokens and self.chunks_with_content:
+            # No count came (a stream cut short), or only Anthropic's `message_start` placeholder (0).
             self.completion_tokens = self.chunks_with_content
         if self.decode_tps is None and self.completion_tokens and self.first_token_at is not None:
             elapsed = self.ended - self.first_token_at

@@ -88,9 +88,10 @@ async def resolve_model(requested: str | None, key: KeyInfo | None) -> ModelView
 
 # The request fields a sampling default fills, first the one it is written to; a request that sets
 # any of them keeps its own value. llama-server reads `max_tokens`, `max_completion_tokens` and
-# `n_predict` as one field on both /v1/chat/completions and /v1/completions.
+# `n_predict` as one field on both /v1/chat/completions and /v1/completions; the Responses API's
+# `max_output_tokens` becomes `max_tokens` there.
 SAMPLING_FIELDS: dict[str, tuple[str, ...]] = {
-    "max_tokens": ("max_tokens", "max_completion_tokens", "n_predict"),
+    "max_tokens": ("max_tokens", "max_completion_tokens", "n_predict", "max_output_tokens"),
 }
 
 

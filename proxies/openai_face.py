@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -96,9 +97,11 @@ async def relay_json_endpoint(
     schema: type[BaseModel],
     *,
     generation: bool = False,
+    errors: Callable[[FaceError], HttpResponse] = face_error_response,
 ) -> HttpResponse:
     """Relay one JSON request; `generation` requests get the model's sampling defaults.
-    The client's bytes go upstream unchanged unless a field had to be filled in."""
+    The client's bytes go upstream unchanged unless a field had to be filled in. llamaproxy's
+    own refusals are rendered by `errors` (OpenAI's shape unless the endpoint has another)."""
     ctx = new_context(request, endpoint)
     try:
         key = await authorize(request, ctx)
@@ -116,12 +119,21 @@ async def relay_json_endpoint(
         lease = await acquire_runner(model, ctx)
     except FaceError as exc:
         record_failure(ctx, exc)
-        return face_error_response(exc)
-    return await send_to_runner(lease, ctx, "POST", upstream_path, body, {"content-type": "application/json"})
+        return errors(exc)
+    return await send_to_runner(
+        lease, ctx, "POST", upstream_path, body, {"content-type": "application/json"}, errors=errors
+    )
 
 
 async def send_to_runner(
-    lease: Any, ctx: RelayContext, method: str, path: str, body: bytes, headers: dict[str, str]
+    lease: Any,
+    ctx: RelayContext,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    errors: Callable[[FaceError], HttpResponse] = face_error_response,
 ) -> HttpResponse:
     finish = finalizer(lease)
     try:
@@ -129,7 +141,7 @@ async def send_to_runner(
         return await passthrough(upstream, ctx, finish)
     except httpx.HTTPError as exc:
         finish.failed(ctx, exc)
-        return openai_error(502, ctx.error, "upstream_error")
+        return errors(FaceError(502, ctx.error, "upstream_error"))
     except asyncio.CancelledError:
         finish.abandoned(ctx)
         raise
@@ -264,5 +276,6 @@ bad_request = bad_request_with(_refusal)  # handler400 of the OpenAI and LM Stud
 method_not_allowed = method_not_allowed_with(_refusal)  # handler405 (see llamaproxy/http_errors.py)
 
 
-# The audio endpoints (/v1/audio/transcriptions, /v1/audio/translations) register on `api` there.
-from proxies import audio  # noqa: E402, F401
+# The audio endpoints (/v1/audio/transcriptions, /v1/audio/translations) register on `api` there,
+# the Responses and Messages APIs and the token counts in llama_endpoints.
+from proxies import audio, llama_endpoints  # noqa: E402, F401

@@ -69,6 +69,46 @@ class RerankRequest(_Request):
         return data
 
 
+class ResponsesRequest(_Request):
+    """The Responses API (`/v1/responses`, and `/v1/responses/input_tokens` for a count)."""
+
+    input: StrictStr | list[Any]
+    instructions: StrictStr | None = None
+    max_output_tokens: StrictInt | None = Field(default=None, ge=1)
+    temperature: Number | None = Field(default=None, ge=0)
+    tools: list[dict[str, Any]] | None = None
+
+
+class ChatTokensRequest(_Request):
+    """`/v1/chat/completions/input_tokens`: the prompt a chat request would make, counted."""
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
+
+
+class MessagesRequest(_Request):
+    """Anthropic's Messages API (`/v1/messages`). `max_tokens`, which Anthropic requires, may be
+    left out as llama-server allows."""
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    system: StrictStr | list[dict[str, Any]] | None = None
+    temperature: Number | None = Field(default=None, ge=0)
+    stop_sequences: list[StrictStr] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class CountTokensRequest(_Request):
+    """Anthropic's `/v1/messages/count_tokens`."""
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: StrictStr | list[dict[str, Any]] | None = None
+
+
+class NativeRequest(_Request):
+    """llama-server's own endpoints (`/completion`, `/infill`, `/tokenize`, ...): llamaproxy
+    reads only `model` (which picks the runner) and `stream`; llama-server checks the rest."""
+
+
 def first_error(exc: ValidationError) -> tuple[str, str]:
     """(field, message) of the first problem, e.g. ("messages.0", "Input should be a valid dictionary")."""
     error = exc.errors()[0]

@@ -237,6 +237,25 @@ def account_frame(payload: bytes, meter: UsageMeter) -> None:
             meter.mark_first_token()
 
 
+def account_event_frame(payload: bytes, meter: UsageMeter) -> None:
+    """`account_frame` for the typed events of the Responses API and Anthropic's Messages,
+    whose token-bearing frames are the deltas (`response.output_text.delta` and the other
+    `response.*.delta` events, Anthropic's `content_block_delta`); the start, stop and done
+    events around them repeat or announce text, and count for nothing."""
+    if b'"usage"' in payload or b'"timings"' in payload:
+        parsed = parse_json_payload(payload)
+        if parsed is not None:
+            meter.observe(parsed)
+    elif b'.delta"' in payload or b'"type":"content_block_delta"' in payload:
+        meter.chunks_with_content += 1
+        if meter.first_token_at is None:
+            meter.mark_first_token()
+
+
+# The endpoints whose streams are typed events (`event: ...` lines before each frame's data).
+EVENT_STREAM_ENDPOINTS = frozenset({"responses", "messages"})
+
+
 class SSERelay:
     """A runner's event stream relayed to the client byte for byte, its frames reassembled only
     to count tokens. Either iterated (any ASGI server) or pumped: `pump(write)` hands each
@@ -252,11 +271,12 @@ class SSERelay:
         self._finalize = finalize
         self._parser = SSEFrameParser()
         self._used = False
+        self._account_frame = account_event_frame if ctx.endpoint in EVENT_STREAM_ENDPOINTS else account_frame
 
     def _account(self, chunk: bytes) -> None:
-        meter = self._ctx.meter
+        meter, account_one = self._ctx.meter, self._account_frame
         for payload in self._parser.feed(chunk):
-            account_frame(payload, meter)
+            account_one(payload, meter)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()  # claimed when iteration starts (Django calls aiter() early)
@@ -273,7 +293,12 @@ class SSERelay:
         """`write_chunk(chunk, size)`, when given, sends one whole HTTP/1.1 chunk of `size` payload
         bytes to the client as it is (the runner's chunk framing is the client's too), or returns
         False when the response is not chunked, and the payload goes to `write` instead."""
-        account, parser, meter = self._account, self._parser, self._ctx.meter
+        account, parser, meter, account_frame = (
+            self._account,
+            self._parser,
+            self._ctx.meter,
+            self._account_frame,
+        )
 
         def relay(chunk: bytes) -> None:
             write(chunk)

@@ -4,7 +4,7 @@ from django.urls import path
 
 from llamaproxy import views
 from llamaproxy.manage_api import api as manage_api
-from proxies import openai_face
+from proxies import llama_endpoints, openai_face
 
 urlpatterns = [
     path("health", views.health, name="health"),
@@ -12,6 +12,7 @@ urlpatterns = [
     path("upstream/<str:model>/<path:path>", openai_face.upstream_passthrough, name="upstream"),
     path("api/manage/", manage_api.urls),
     path("", openai_face.api.urls),
+    path("", llama_endpoints.native_api.urls),  # /completion, /infill, /tokenize ... (this port only)
 ]
 
 handler404 = "proxies.openai_face.not_found"

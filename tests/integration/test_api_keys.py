@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -104,6 +105,31 @@ def test_a_key_limited_to_some_models_gets_403_for_others_and_sees_only_its_mode
     assert allowed.status_code == 200
     listed = httpx.get(stack.url("api") + "/v1/models", headers=headers).json()
     assert [m["id"] for m in listed["data"]] == ["tiny-a"]
+
+
+def test_anthropic_clients_send_their_key_as_x_api_key_and_get_refusals_in_anthropics_shape(stack) -> None:
+    key = new_key(stack, "claude-tools", ["tiny-a"])
+    messages = {"max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    client = anthropic.Anthropic(base_url=stack.url("lmstudio"), api_key=key["key"], max_retries=0)
+    assert client.messages.create(model="tiny-a", **messages).content
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        client.messages.create(model="tiny-b", **messages)
+    assert refused.value.body["error"]["type"] == "permission_error"
+    assert "tiny-b" in refused.value.body["error"]["message"]
+    stranger = anthropic.Anthropic(base_url=stack.url("api"), api_key="lp-wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as unknown:
+        stranger.messages.create(model="tiny-a", **messages)
+    assert unknown.value.body["type"] == "error"
+    assert unknown.value.body["error"]["type"] == "authentication_error"
+    deadline, rows = time.monotonic() + 10, []
+    while len(rows) < 2 and time.monotonic() < deadline:  # rows are written in batches
+        rows = httpx.get(
+            stack.url("dashboard") + "/api/manage/usage",
+            params={"key": key["id"], "endpoint": "messages"},
+            headers=stack.admin_headers(),
+        ).json()["results"]
+        time.sleep(0.2)
+    assert sorted((row["status"], row["face"]) for row in rows) == [(200, "lmstudio"), (403, "lmstudio")]
 
 
 def test_a_revoked_key_stops_working(stack) -> None:

@@ -38,3 +38,27 @@ def test_timings_without_a_cache_count_leave_the_usage_figures() -> None:
     assert (meter.prompt_tokens, meter.cached_tokens, meter.completion_tokens) == (283, 282, 54)
     uncached = observed({"timings": {"prompt_n": 7, "predicted_n": 3}})
     assert (uncached.prompt_tokens, uncached.cached_tokens, uncached.completion_tokens) == (7, None, 3)
+
+
+def test_the_responses_apis_usage_counts_the_cached_tokens_among_the_input() -> None:
+    usage = {"input_tokens": 19, "output_tokens": 3, "input_tokens_details": {"cached_tokens": 18}}
+    for body in ({"usage": usage}, {"type": "response.completed", "response": {"usage": usage}}):
+        meter = observed(body)
+        assert (meter.prompt_tokens, meter.cached_tokens, meter.completion_tokens) == (19, 18, 3), body
+
+
+def test_anthropics_usage_counts_the_cached_tokens_beside_the_input() -> None:
+    usage = {"cache_read_input_tokens": 18, "input_tokens": 1, "output_tokens": 3}
+    meter = observed({"usage": usage})
+    assert (meter.prompt_tokens, meter.cached_tokens, meter.completion_tokens) == (19, 18, 3)
+    written = observed({"usage": {**usage, "cache_creation_input_tokens": 5}})
+    assert written.prompt_tokens == 24
+
+
+def test_an_anthropic_stream_gives_the_prompt_first_and_the_output_last() -> None:
+    meter = UsageMeter()
+    start = {"cache_read_input_tokens": 0, "input_tokens": 12, "output_tokens": 0}
+    meter.observe({"type": "message_start", "message": {"usage": start}})
+    assert (meter.prompt_tokens, meter.completion_tokens) == (12, 0)
+    meter.observe({"type": "message_delta", "usage": {"output_tokens": 8}})
+    assert (meter.prompt_tokens, meter.cached_tokens, meter.completion_tokens) == (12, 0, 8)

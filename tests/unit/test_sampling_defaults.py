@@ -183,7 +183,9 @@ def relayed(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     async def acquire_runner(model: ModelView, ctx: Any, **kwargs: Any) -> object:
         return object()
 
-    async def send_to_runner(lease: Any, ctx: Any, method: str, path: str, body: bytes, headers: Any) -> Any:
+    async def send_to_runner(
+        lease: Any, ctx: Any, method: str, path: str, body: bytes, headers: Any, **kwargs: Any
+    ) -> Any:
         sent["body"] = body
         return None
 

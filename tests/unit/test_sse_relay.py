@@ -37,8 +37,10 @@ class Upstream(httpx.AsyncByteStream):
         self.closed += 1
 
 
-def relay(upstream: Upstream) -> tuple[SSERelay, RelayContext, list[RelayContext]]:
-    ctx = RelayContext(face="api", endpoint="completions")
+def relay(
+    upstream: Upstream, endpoint: str = "completions"
+) -> tuple[SSERelay, RelayContext, list[RelayContext]]:
+    ctx = RelayContext(face="api", endpoint=endpoint)
     finished: list[RelayContext] = []
     response = httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=upstream)
     return SSERelay(response, ctx, finished.append), ctx, finished
@@ -151,3 +153,68 @@ async def test_an_iterated_relay_closed_early_is_a_client_disconnect_and_closes_
     assert await anext(iterator) == FRAMES[0]
     await iterator.aclose()
     assert done == [ctx] and ctx.error == "client disconnected" and upstream.closed
+
+
+def event(name: str, data: str) -> bytes:
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+# As llama-server streams the Responses API and Anthropic's Messages (typed events, `event:`
+# lines): the token-bearing frames are the deltas; the others announce or repeat text.
+RESPONSES = [
+    event("response.created", '{"type":"response.created","response":{"id":"r","status":"in_progress"}}'),
+    event("response.content_part.added", '{"type":"response.content_part.added","part":{"text":""}}'),
+    event("response.output_text.delta", '{"type":"response.output_text.delta","delta":"J"}'),
+    event("response.output_text.delta", '{"type":"response.output_text.delta","delta":" can"}'),
+    event("response.output_text.done", '{"type":"response.output_text.done","text":"J can"}'),
+]
+RESPONSES_END = event(
+    "response.completed",
+    '{"type":"response.completed","response":{"output":[{"content":[{"text":"J can"}]}],'
+    '"usage":{"input_tokens":19,"output_tokens":2,"input_tokens_details":{"cached_tokens":18}}},'
+    '"timings":{"cache_n":18,"prompt_n":1,"predicted_n":2,"predicted_per_second":4444.4}}',
+)
+MESSAGES = [
+    event(
+        "message_start",
+        '{"type":"message_start","message":{"content":[],'
+        '"usage":{"cache_read_input_tokens":18,"input_tokens":1,"output_tokens":0}}}',
+    ),
+    event("content_block_start", '{"type":"content_block_start","content_block":{"type":"text","text":""}}'),
+    event("content_block_delta", '{"type":"content_block_delta","delta":{"type":"text_delta","text":" M"}}'),
+    event("content_block_delta", '{"type":"content_block_delta","delta":{"type":"text_delta","text":"&"}}'),
+    event("content_block_stop", '{"type":"content_block_stop","index":0}'),
+]
+MESSAGES_END = event(
+    "message_delta",
+    '{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":2}}',
+) + event("message_stop", '{"type":"message_stop"}')
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "frames", "end", "totals"),
+    [("responses", RESPONSES, RESPONSES_END, (19, 18, 2)), ("messages", MESSAGES, MESSAGES_END, (19, 18, 2))],
+)
+@pytest.mark.parametrize("split", [False, True], ids=["frame-per-chunk", "split"])
+async def test_typed_event_streams_are_counted_by_their_deltas(
+    endpoint: str, frames: list[bytes], end: bytes, totals: tuple[int, int, int], split: bool
+) -> None:
+    whole = b"".join([*frames, end])
+    chunks = [whole[i : i + 11] for i in range(0, len(whole), 11)] if split else [*frames, end]
+    pumped, ctx, done = relay(Upstream(chunks), endpoint)
+    written: list[bytes] = []
+    await pumped.pump(written.append)
+    assert b"".join(written) == whole and done == [ctx]
+    meter = ctx.meter
+    assert (meter.prompt_tokens, meter.cached_tokens, meter.completion_tokens) == totals
+    assert meter.chunks_with_content == 2 and meter.first_token_at is not None
+
+
+@pytest.mark.parametrize(("endpoint", "frames"), [("responses", RESPONSES), ("messages", MESSAGES)])
+async def test_a_typed_event_stream_cut_short_counts_the_deltas_it_relayed(
+    endpoint: str, frames: list[bytes]
+) -> None:
+    iterated, ctx, done = relay(Upstream(frames, fail=True), endpoint)
+    assert [chunk async for chunk in iterated] == frames
+    assert done == [ctx] and ctx.error.startswith("upstream stream broke")
+    assert ctx.meter.completion_tokens == 2  # the two deltas, not the events around them
