@@ -13,6 +13,7 @@ import json
 import time
 from datetime import UTC, datetime
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -211,6 +212,67 @@ def test_lmstudio_the_call_and_its_stop_reason(stack) -> None:
     # The OpenAI-compatible routes on LM Studio's port answer as the OpenAI face does.
     openai_shape = httpx.post(stack.url("lmstudio") + "/v1/chat/completions", json=body, timeout=60).json()
     assert openai_shape["choices"][0]["message"]["tool_calls"][0]["function"] == call["function"]
+
+
+ANTHROPIC_TOOL = {
+    "name": CITY_TOOL["function"]["name"],
+    "description": CITY_TOOL["function"]["description"],
+    "input_schema": CITY_TOOL["function"]["parameters"],
+}
+
+
+def test_anthropic_a_call_comes_as_a_tool_use_block_whole_and_streamed(stack) -> None:
+    """What Claude Code and other agents on Anthropic's API see (/v1/messages)."""
+    client = anthropic.Anthropic(base_url=stack.url("api"), api_key="sk-ant-anything", max_retries=0)
+    asked = {
+        "model": "tiny-caller",
+        "max_tokens": 200,
+        "messages": QUESTION,
+        "tools": [ANTHROPIC_TOOL],
+        "extra_body": {"temperature": 0},  # (this SDK no longer takes it as an argument)
+    }
+    whole = client.messages.create(**asked)
+    assert whole.stop_reason == "tool_use"
+    (call,) = [block for block in whole.content if block.type == "tool_use"]
+    assert call.name == "get_weather" and call.id and call.input["city"] in {"Paris", "Rome"}
+
+    pieces = []
+    with client.messages.stream(**asked) as stream:
+        for event in stream:
+            if event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                pieces.append(event.delta.partial_json)
+        final = stream.get_final_message()
+    assert len(pieces) > 1 and json.loads("".join(pieces)) == call.input
+    (streamed_call,) = [block for block in final.content if block.type == "tool_use"]
+    assert (streamed_call.name, streamed_call.input) == (call.name, call.input)
+    assert final.usage.output_tokens == whole.usage.output_tokens
+
+    # The tool's result goes back as a tool_result block.
+    answered = client.messages.create(
+        model="tiny-caller",
+        max_tokens=5,
+        tools=[ANTHROPIC_TOOL],
+        messages=[
+            *QUESTION,
+            {"role": "assistant", "content": [block.model_dump() for block in whole.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny"}],
+            },
+        ],
+    )
+    assert answered.usage.input_tokens + (answered.usage.cache_read_input_tokens or 0) > (
+        whole.usage.input_tokens + (whole.usage.cache_read_input_tokens or 0)
+    )
+
+
+def test_responses_a_call_comes_as_a_function_call_item(openai_client: openai.OpenAI) -> None:
+    tool = {"type": "function", **CITY_TOOL["function"]}
+    response = openai_client.responses.create(
+        model="tiny-caller", input=QUESTION, tools=[tool], temperature=0, max_output_tokens=200
+    )
+    (call,) = [item for item in response.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments)["city"] in {"Paris", "Rome"}
 
 
 def test_usage_is_recorded_for_calls(stack, openai_client: openai.OpenAI) -> None:
