@@ -29,10 +29,16 @@ class SSEFrameParser:
 
 
 def single_frame_payload(chunk: bytes, start: int = 0, end: int | None = None) -> bytes | None:
-    """The payload when `chunk[start:end]` is `data: <one line>\\n\\n` and nothing else (C-speed
-    checks only, no copy unless it is), else None."""
+    """The payload when `chunk[start:end]` is `data: <one line>\\n\\n` and nothing else, or that
+    after one `event: <name>\\n` line (the Responses and Messages streams), else None (C-speed
+    checks only, no copy unless it is)."""
     if end is None:
         end = len(chunk)
+    if chunk.startswith(b"event: ", start):
+        line_end = chunk.find(b"\n", start, end)
+        if line_end < 0 or chunk.find(b"\r", start, line_end) >= 0:
+            return None
+        start = line_end + 1
     if (
         chunk.startswith(b"data: ", start)
         and chunk.find(b"\n", start, end) == end - 2

@@ -38,6 +38,11 @@ def test_an_unfinished_frame_waits_for_its_end() -> None:
         (b"data: one\n\ndata: two\n\n", None),
         (b"data: one\n", None),
         (b": comment\n\n", None),
+        (b'event: response.output_text.delta\ndata: {"delta":"J"}\n\n', b'{"delta":"J"}'),
+        (b"event: message_stop\ndata: one\ndata: two\n\n", None),
+        (b"event: message_stop\r\ndata: one\r\n\r\n", None),
+        (b"event: message_stop\n\n", None),
+        (b"event: message_stop", None),
     ],
 )
 def test_one_whole_frame_is_recognised_alone_or_inside_its_http_chunk(
