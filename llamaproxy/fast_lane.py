@@ -25,7 +25,7 @@ from django.urls import Resolver404, resolve, set_urlconf
 
 log = logging.getLogger(__name__)
 
-FAST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+FAST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages")
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,15 @@ class Lane:
 
 
 def fast_views() -> set[Callable]:
-    from proxies import openai_face
+    from proxies import llama_endpoints, openai_face
 
-    return {openai_face.chat_completions, openai_face.completions, openai_face.embeddings}
+    return {
+        openai_face.chat_completions,
+        openai_face.completions,
+        openai_face.embeddings,
+        llama_endpoints.responses,
+        llama_endpoints.messages,
+    }
 
 
 def _post_operation(resolved_view: Callable) -> Any:
