@@ -27,8 +27,7 @@ def stack(tmp_path_factory, llama_server_binary):
     env, ports = stack_env(root, llama_server_binary)
     stack = Stack(root=root, env=env, ports=ports)
     write_tiny_model(stack.models_dir / f"{MODEL}.gguf", name=MODEL, seed=1)
-    stack.manage("migrate", "--noinput")
-    stack.manage("scan_models")
+    stack.prepare_catalog()
     stack.start()
     yield stack
     stack.stop()
