@@ -293,7 +293,7 @@ class SSERelay:
         """`write_chunk(chunk, size)`, when given, sends one whole HTTP/1.1 chunk of `size` payload
         bytes to the client as it is (the runner's chunk framing is the client's too), or returns
         False when the response is not chunked, and the payload goes to `write` instead."""
-        account, parser, meter, account_frame = (
+        account, parser, meter, account_one = (
             self._account,
             self._parser,
             self._ctx.meter,
@@ -304,7 +304,7 @@ class SSERelay:
             write(chunk)
             # One whole `data:` line (the usual token) is counted without the frame parser.
             if not parser.pending and (payload := single_frame_payload(chunk)) is not None:
-                account_frame(payload, meter)
+                account_one(payload, meter)
             else:
                 account(chunk)
 
@@ -314,7 +314,7 @@ class SSERelay:
             if not write_chunk(chunk, end - start):
                 write(chunk[start:end])
             if not parser.pending and (payload := single_frame_payload(chunk, start, end)) is not None:
-                account_frame(payload, meter)
+                account_one(payload, meter)
             else:
                 account(chunk[start:end])
 
