@@ -18,7 +18,7 @@ from models_catalog.errors import CatalogError
 from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
 from models_catalog.parameters import LLAMA_SERVER_PARAMS, SAMPLING_PARAMS
 
-CAPABILITIES = ("completion", "tools", "vision", "embedding", "thinking")
+CAPABILITIES = ("completion", "tools", "vision", "embedding", "rerank", "thinking")
 FILE_FIELDS = (
     "path",
     "base",
@@ -46,6 +46,7 @@ FILE_FIELDS = (
     "cap_tools",
     "cap_vision",
     "cap_embedding",
+    "cap_rerank",
     "cap_thinking",
     "mmproj_path",
     "chat_template",

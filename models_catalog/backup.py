@@ -31,6 +31,7 @@ from llamaproxy.runtime import LIMIT_FIELDS, LimitError, clean_limit, publish_se
 from models_catalog.discovery import configured_folder_paths
 from models_catalog.errors import CatalogError
 from models_catalog.events import catalog_changed
+from models_catalog.gguf_metadata import pooling_name
 from models_catalog.models import HEADER_FIELDS, CatalogModel, ModelAlias, ModelFolder, RunnerSettings
 from models_catalog.settings_validation import SETTINGS_FIELDS, validate_settings_changes
 
@@ -370,6 +371,12 @@ def _apply_file_fields(entry: CatalogModel, file: dict[str, Any]) -> None:
         except DjangoValidationError:
             continue  # a bad file field is refreshed by the next scan; the settings are what matter
         setattr(entry, name, value)
+    if (
+        "cap_rerank" not in file
+        and pooling_name((entry.metadata or {}).get(f"{entry.architecture}.pooling_type")) == "rank"
+    ):
+        # A backup from before the rerank capability lists a reranker as an embedding model.
+        entry.cap_rerank, entry.cap_embedding = True, False
 
 
 def _folder_for(path: str) -> ModelFolder | None:

@@ -1,8 +1,8 @@
 """What a model file says about itself: a pure function from file(s) to `ModelMetadata`.
 
 Only headers are read (see gguf_header). Capabilities come from the metadata: tools and thinking
-from the chat template, embedding from the architecture or a pooling key; vision depends on a
-paired mmproj file, which is the scan's business, not the file's.
+from the chat template, embedding from the architecture or a pooling key (rerank when that pooling
+is `rank`); vision depends on a paired mmproj file, which is the scan's business, not the file's.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class ModelMetadata:
     cap_completion: bool = True
     cap_tools: bool = False
     cap_embedding: bool = False
+    cap_rerank: bool = False
     cap_thinking: bool = False
     is_projector: bool = False
     split_count: int = 1
@@ -139,6 +140,9 @@ def metadata_from_header(header: GGUFHeader) -> ModelMetadata:
     chat_template = _text(kv.get("tokenizer.chat_template"))
     pooling = _int(kv.get(f"{arch}.pooling_type"))
     embedding = arch in EMBEDDING_ARCHITECTURES or bool(pooling)
+    # A rank-pooled model is a reranker: a classification head that scores (query, document)
+    # pairs. llama-server serves it on /v1/rerank; its "embeddings" would be those scores.
+    rerank = pooling == PoolingType.RANK
     file_type = _int(kv.get("general.file_type"))
     return ModelMetadata(
         kind="embedding" if embedding else "llm",
@@ -157,7 +161,8 @@ def metadata_from_header(header: GGUFHeader) -> ModelMetadata:
         cap_completion=not embedding and arch not in PROJECTOR_ARCHITECTURES,
         cap_tools=not embedding and any(template_has_tools(t) for t in templates),
         cap_thinking=not embedding and any(template_has_thinking(t) for t in templates),
-        cap_embedding=embedding,
+        cap_embedding=embedding and not rerank,
+        cap_rerank=rerank,
         is_projector=arch in PROJECTOR_ARCHITECTURES,
     )
 

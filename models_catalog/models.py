@@ -26,6 +26,7 @@ HEADER_FIELDS = (
     "cap_tools",
     "cap_vision",
     "cap_embedding",
+    "cap_rerank",
     "cap_thinking",
     "mmproj_path",
 )
@@ -109,6 +110,7 @@ class CatalogModel(models.Model):
     cap_tools = models.BooleanField("tools", default=False)
     cap_vision = models.BooleanField("vision", default=False)
     cap_embedding = models.BooleanField("embedding", default=False)
+    cap_rerank = models.BooleanField("rerank", default=False)
     cap_thinking = models.BooleanField("thinking", default=False)
     # Set by hand or by an import's `has_tools`; None = decided from the chat template.
     tools_override = models.BooleanField(
@@ -141,6 +143,7 @@ class CatalogModel(models.Model):
             "tools": self.cap_tools,
             "vision": self.cap_vision,
             "embedding": self.cap_embedding,
+            "rerank": self.cap_rerank,
             "thinking": self.cap_thinking,
         }
         return [name for name, on in flags.items() if on]

@@ -95,7 +95,7 @@ def update_model(name: str, changes: dict[str, Any]) -> CatalogModel:
 def tools_capability(model: CatalogModel) -> bool:
     if model.tools_override is not None:
         return model.tools_override
-    return not model.cap_embedding and template_has_tools(model.chat_template)
+    return not (model.cap_embedding or model.cap_rerank) and template_has_tools(model.chat_template)
 
 
 def validate_aliases(model: CatalogModel, aliases: Any) -> list[str]:

@@ -45,6 +45,7 @@ class ModelView:
     parameters: dict
     sampling: dict
     error: str = ""  # why the file could not be read (state "error")
+    extra_args: tuple[str, ...] = ()
 
 
 class CatalogView:
@@ -94,6 +95,7 @@ class CatalogView:
                 parameters=dict(model_settings.parameters) if model_settings else {},
                 sampling=dict(model_settings.sampling) if model_settings else {},
                 error=row.error,
+                extra_args=tuple(model_settings.extra_args or ()) if model_settings else (),
             )
         return models, dict(alias_rows)
 

@@ -134,12 +134,14 @@ async def acquire_runner(
     accepts: str = "text",
 ) -> Lease:
     """A lease on the model's runner; `accepts` says which kinds fit the endpoint
-    ("text" for chat/completions/embeddings, "audio" for transcriptions, "any" for raw access)."""
+    ("text" for chat/completions, "embedding" for a face's embeddings, "audio" for
+    transcriptions, "any" for raw access)."""
+    from runners.arguments import pools_by_rank
     from runners.scheduler import acquire
 
     ctx.model = model.name
     is_whisper = model.kind == "whisper"
-    if accepts == "text" and is_whisper:
+    if accepts in ("text", "embedding") and is_whisper:
         raise FaceError(
             400,
             f"model '{model.name}' is a whisper (speech-to-text) model; use /v1/audio/transcriptions",
@@ -149,6 +151,16 @@ async def acquire_runner(
     if accepts == "audio" and not is_whisper:
         raise FaceError(
             400, f"model '{model.name}' is not a speech-to-text model", "model_not_supported", "model"
+        )
+    if accepts == "embedding" and pools_by_rank(
+        model, {**model.parameters, **(runner_params or {})}, model.extra_args
+    ):
+        raise FaceError(
+            400,
+            f"model '{model.name}' is a reranker: it scores documents on /v1/rerank and has no "
+            "embeddings (set its `pooling` parameter to use it as an embedding model)",
+            "model_not_supported",
+            "model",
         )
     try:
         return await acquire(model.name, ttl=ttl, runner_params=runner_params)

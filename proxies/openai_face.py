@@ -97,6 +97,7 @@ async def relay_json_endpoint(
     schema: type[BaseModel],
     *,
     generation: bool = False,
+    accepts: str = "text",
     errors: Callable[[FaceError], HttpResponse] = face_error_response,
 ) -> HttpResponse:
     """Relay one JSON request; `generation` requests get the model's sampling defaults.
@@ -116,7 +117,7 @@ async def relay_json_endpoint(
             payload["model"] = model.name
             changed = True
         body = json.dumps(payload).encode() if changed else request.body
-        lease = await acquire_runner(model, ctx)
+        lease = await acquire_runner(model, ctx, accepts=accepts)
     except FaceError as exc:
         record_failure(ctx, exc)
         return errors(exc)
@@ -163,7 +164,9 @@ async def completions(request: HttpRequest) -> HttpResponse:
 
 @api.post("/v1/embeddings", include_in_schema=False)
 async def embeddings(request: HttpRequest) -> HttpResponse:
-    return await relay_json_endpoint(request, "embeddings", "/v1/embeddings", EmbeddingRequest)
+    return await relay_json_endpoint(
+        request, "embeddings", "/v1/embeddings", EmbeddingRequest, accepts="embedding"
+    )
 
 
 @api.post("/v1/rerank", include_in_schema=False)

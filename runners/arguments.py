@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,9 @@ from models_catalog.gguf_metadata import pooling_name
 from models_catalog.parameters import parameter_args, validate_parameters
 
 BinaryFinder = Callable[[str], Path | None]
+# The parameters, and the flags, that decide whether llama-server embeds or reranks.
+POOLING_PARAMETERS = frozenset({"pooling", "reranking"})
+POOLING_FLAGS = frozenset({"--pooling", "--reranking", "--rerank", "--embedding", "--embeddings"})
 
 
 class RunnerConfigError(Exception):
@@ -57,7 +60,7 @@ def runner_args(
     args = [str(binary), "-m", model.path, "--host", host, "--port", str(port), "--alias", model.name]
     is_embedding = model.kind == "embedding" or getattr(model, "cap_embedding", False)
     declared = declared_pooling(model)
-    if declared == "rank" and not {"pooling", "reranking"} & parameters.keys():
+    if declared == "rank" and not POOLING_PARAMETERS & parameters.keys():
         # A reranker (a classification head, pooled by rank): llama-server serves /v1/rerank
         # only with --reranking, and an embeddings pooling would take its scores away.
         parameters["reranking"] = True
@@ -76,6 +79,19 @@ def runner_args(
     if "--metrics" not in args:
         args.append("--metrics")  # /metrics feeds the dashboard's per-runner numbers
     return args
+
+
+def pools_by_rank(model: Any, parameters: Mapping[str, Any], extra_args: Sequence[str] = ()) -> bool | None:
+    """Whether the model's llama-server, started by runner_args with `parameters`, pools by rank:
+    a reranker, whose /v1/embeddings would give only its relevance scores. None when extra
+    arguments choose the pooling themselves (only the running server knows then)."""
+    if any(str(arg).split("=", 1)[0] in POOLING_FLAGS for arg in extra_args):
+        return None
+    if "pooling" in parameters:
+        return parameters["pooling"] == "rank"
+    if parameters.get("reranking"):
+        return True
+    return declared_pooling(model) == "rank"
 
 
 def declared_pooling(model: Any) -> str | None:

@@ -200,7 +200,7 @@ async def completions(request: HttpRequest) -> HttpResponse:
 async def embeddings(request: HttpRequest) -> HttpResponse:
     ctx = new_context(request, "embeddings")
     try:
-        lease, _model, payload = await _prepare(request, ctx, EmbeddingRequest)
+        lease, _model, payload = await _prepare(request, ctx, EmbeddingRequest, accepts="embedding")
     except FaceError as exc:
         record_failure(ctx, exc)
         return face_error_response(exc)
@@ -209,7 +209,7 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
 
 
 async def _prepare(
-    request: HttpRequest, ctx: RelayContext, schema: type[BaseModel]
+    request: HttpRequest, ctx: RelayContext, schema: type[BaseModel], accepts: str = "text"
 ) -> tuple[Any, ModelView, dict]:
     key = await authorize(request, ctx)
     payload, parsed = parse_body(request, schema)
@@ -220,7 +220,7 @@ async def _prepare(
     ctx.stream = bool(getattr(parsed, "stream", False))
     model = await resolve(parsed.model, key)
     payload["model"] = parsed.model or model.name
-    lease = await acquire_runner(model, ctx, ttl=ttl)
+    lease = await acquire_runner(model, ctx, ttl=ttl, accepts=accepts)
     return lease, model, payload
 
 

@@ -428,7 +428,7 @@ async def embed_like(request: HttpRequest, legacy: bool) -> HttpResponse:
         ttl = t.keep_alive_seconds(parsed.keep_alive)
         runner_params = t.split_options(parsed.options).runner_params or None
         body = {"input": [parsed.prompt]} if legacy else t.embed_body(parsed)
-        lease = await acquire_runner(model, ctx, ttl=ttl, runner_params=runner_params)
+        lease = await acquire_runner(model, ctx, ttl=ttl, runner_params=runner_params, accepts="embedding")
     except t.TranslationError as exc:
         return _refuse(ctx, FaceError(400, str(exc)))
     except FaceError as exc:

@@ -18,7 +18,7 @@ from models_catalog.backup import export_catalog, list_backups, restore_catalog,
 from models_catalog.discovery import scan_models
 from models_catalog.errors import CatalogError
 from models_catalog.models import CatalogModel, ModelFolder
-from models_catalog.testing import make_library
+from models_catalog.testing import make_library, write_gguf_header
 
 pytestmark = pytest.mark.django_db
 
@@ -211,3 +211,19 @@ def test_a_restore_that_changes_limits_tells_the_scheduler_after_it_commits(
 
     assert [e["settings"]["max_loaded_models"] for e in quiet_events] == [4]
     assert quiet_events[0]["type"] == "settings.changed"
+
+
+def test_a_backup_from_before_the_rerank_capability_restores_a_reranker_as_one(catalog: Path) -> None:
+    write_gguf_header(catalog / "rerank" / "bge-reranker-v2-m3-Q8_0.gguf", arch="qwen3", pooling_type=4)
+    scan_models()
+    name = CatalogModel.objects.get(path__endswith="bge-reranker-v2-m3-Q8_0.gguf").name
+    document = export_catalog()
+    [old] = [m for m in document["models"] if m["name"] == name]
+    del old["file"]["cap_rerank"]  # as written before the capability existed
+    old["file"]["cap_embedding"] = True
+
+    restore_catalog(document)
+
+    restored = CatalogModel.objects.get(name=name)
+    assert (restored.cap_rerank, restored.cap_embedding) == (True, False)
+    assert CatalogModel.objects.get(name="tiny-chat").capabilities == ["completion"]

@@ -217,6 +217,41 @@ def test_rerank_takes_teis_texts_on_every_port_and_refuses_a_request_without_doc
     assert response.json()["error"]["param"] == "documents"
 
 
+def test_a_reranker_is_listed_as_one_and_refuses_embeddings_on_every_face_in_its_shape(
+    stack, client: openai.OpenAI
+) -> None:
+    models = {m.id: m for m in client.models.list()}
+    assert "rerank" in models["tiny-rerank"].model_extra["capabilities"]
+    assert "embedding" not in models["tiny-rerank"].model_extra["capabilities"]
+    listed = httpx.get(
+        stack.url("dashboard") + "/api/manage/models",
+        params={"capability": "rerank"},
+        headers=stack.admin_headers(),
+    ).json()
+    assert [m["name"] for m in listed] == ["tiny-rerank"]
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.embeddings.create(model="tiny-rerank", input=["a cat"])
+    assert refused.value.code == "model_not_supported" and refused.value.param == "model"
+    assert "reranker" in refused.value.message and "/v1/rerank" in refused.value.message
+    for url, body in (
+        (stack.url("ollama") + "/api/embed", {"model": "tiny-rerank", "input": "a cat"}),
+        (stack.url("ollama") + "/api/embeddings", {"model": "tiny-rerank", "prompt": "a cat"}),
+        (stack.url("lmstudio") + "/api/v0/embeddings", {"model": "tiny-rerank", "input": "a cat"}),
+    ):
+        response = httpx.post(url, json=body, timeout=30)
+        assert response.status_code == 400, (url, response.text)
+        error = response.json()["error"]
+        assert "reranker" in (error if isinstance(error, str) else error["message"]), url
+    rows = wait_for_rows(stack, 4, model="tiny-rerank", status="400")
+    assert {(row["face"], row["endpoint"]) for row in rows} == {
+        ("api", "embeddings"),
+        ("ollama", "embed"),
+        ("ollama", "embeddings"),
+        ("lmstudio", "embeddings"),
+    }
+
+
 def aliases_of(client: openai.OpenAI, model: str) -> list[str]:
     return next(m for m in client.models.list() if m.id == model).model_extra["aliases"]
 

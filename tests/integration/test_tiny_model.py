@@ -161,7 +161,8 @@ def test_a_pooling_makes_an_embedding_model_and_rank_a_reranker_the_catalog_know
     [path] = write_tiny_model(tmp_path / "rerank.gguf", pooling="rank")
     assert metadata(path)["llama.pooling_type"] == 4
     found = read_metadata([path])
-    assert found.kind == "embedding" and found.cap_embedding and not found.cap_completion
+    assert found.kind == "embedding" and found.cap_rerank and not found.cap_completion
+    assert not found.cap_embedding  # a reranker's "embeddings" are its scores
     assert declared_pooling(SimpleNamespace(architecture="llama", metadata=found.extra)) == "rank"
     with pytest.raises(ValueError, match="pooling"):
         write_tiny_model(tmp_path / "bad.gguf", pooling="max")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runners.arguments import RunnerConfigError, runner_args
+from runners.arguments import RunnerConfigError, pools_by_rank, runner_args
 
 
 @dataclass
@@ -93,6 +93,33 @@ def test_a_reranker_serves_reranking_without_an_embeddings_pooling() -> None:
     assert "--reranking" in args and "--embeddings" in args
     args = args_for(model, Settings(parameters={"pooling": "last"}))  # asked for embeddings instead
     assert "--reranking" not in args and args[args.index("--pooling") + 1] == "last"
+
+
+@pytest.mark.parametrize(
+    ("declared", "parameters", "extra_args", "ranked"),
+    [
+        (4, {}, [], True),  # a reranker left to its file
+        (4, {"embeddings": True}, [], True),
+        (4, {"pooling": "mean"}, [], False),  # asked to embed instead
+        (1, {}, [], False),
+        (None, {"reranking": True}, [], True),  # a model turned into a reranker by hand
+        (None, {"pooling": "rank"}, [], True),
+        (None, {"reranking": False}, [], False),
+        (4, {}, ["--pooling=mean"], None),  # extra arguments decide: only the runner knows
+        (None, {}, ["--reranking"], None),
+        (4, {}, ["--threads", "4"], True),
+    ],
+)
+def test_whether_a_runner_pools_by_rank_follows_what_runner_args_starts_it_with(
+    declared: int | None, parameters: dict, extra_args: list[str], ranked: bool | None
+) -> None:
+    metadata = {} if declared is None else {"qwen3.pooling_type": declared}
+    model = Model(kind="embedding", architecture="qwen3", metadata=metadata)
+    assert pools_by_rank(model, parameters, extra_args) is ranked
+    if ranked is not None and not extra_args:
+        args = args_for(model, Settings(parameters=parameters))
+        chosen = args[args.index("--pooling") + 1] if "--pooling" in args else None
+        assert ranked == ("--reranking" in args or chosen == "rank" or (chosen is None and declared == 4))
 
 
 def test_a_vision_model_gets_its_projector() -> None:

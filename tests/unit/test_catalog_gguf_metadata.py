@@ -106,6 +106,23 @@ def test_embedding_models_are_recognised_by_architecture_and_by_pooling(library:
     assert (pooled.kind, pooled.cap_embedding, pooled.architecture) == ("embedding", True, "qwen3")
 
 
+def test_a_rank_pooled_model_is_a_reranker_not_an_embedding_model(tmp_path: Path) -> None:
+    path = write_gguf_header(
+        tmp_path / "bge-reranker-v2-m3-Q8_0.gguf",
+        arch="qwen3",
+        file_type=7,
+        pooling_type=4,
+        chat_template=TOOLS_TEMPLATE,
+    )
+    found = read_metadata([path])
+
+    assert (found.kind, found.cap_rerank, found.cap_embedding) == ("embedding", True, False)
+    assert not (found.cap_completion or found.cap_tools or found.cap_thinking)
+    assert not read_metadata(
+        [write_gguf_header(tmp_path / "e.gguf", arch="qwen3", pooling_type=1)]
+    ).cap_rerank
+
+
 def test_a_projector_is_recognised_by_its_clip_architecture(library: dict[str, Path]) -> None:
     assert read_metadata([library["mmproj"]]).is_projector
 

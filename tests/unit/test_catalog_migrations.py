@@ -1,0 +1,62 @@
+"""Catalog migrations that change data, run forwards and back on a real (test) database."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE_RERANK = ("models_catalog", "0003_move_app_settings_to_runtime_settings")
+RERANK = ("models_catalog", "0004_cap_rerank")
+
+
+def migrate_to(target: tuple[str, str]):
+    executor = MigrationExecutor(connection)
+    executor.migrate([target])
+    executor.loader.build_graph()
+    return executor.loader.project_state([target]).apps
+
+
+def test_rerank_capability_is_backfilled_for_rank_pooled_models_and_given_back_on_reverse() -> None:
+    try:
+        apps = migrate_to(BEFORE_RERANK)
+        CatalogModel = apps.get_model("models_catalog", "CatalogModel")
+
+        def entry(name: str, kind: str, metadata: dict, arch: str = "qwen3") -> None:
+            CatalogModel.objects.create(
+                name=name,
+                path=f"/models/{name}.gguf",
+                kind=kind,
+                architecture=arch,
+                metadata=metadata,
+                cap_completion=kind == "llm",
+                cap_embedding=kind == "embedding",
+            )
+
+        entry("reranker", "embedding", {"qwen3.pooling_type": 4})
+        entry("embedder", "embedding", {"qwen3.pooling_type": 1})
+        entry("bert", "embedding", {}, arch="bert")
+        entry("other-arch-key", "embedding", {"llama.pooling_type": 4})  # not its architecture's key
+        entry("chat", "llm", {})
+
+        apps = migrate_to(RERANK)
+        rows = {
+            m.name: (m.cap_rerank, m.cap_embedding)
+            for m in apps.get_model("models_catalog", "CatalogModel").objects.all()
+        }
+        assert rows == {
+            "reranker": (True, False),
+            "embedder": (False, True),
+            "bert": (False, True),
+            "other-arch-key": (False, True),
+            "chat": (False, False),
+        }
+
+        apps = migrate_to(BEFORE_RERANK)
+        back = apps.get_model("models_catalog", "CatalogModel").objects.get(name="reranker")
+        assert back.cap_embedding
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
