@@ -15,12 +15,11 @@ would answer a malformed request with a 500; usage is recorded as for the other 
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from pydantic import BaseModel
 
-from proxies.gateway import FaceError
-from proxies.openai_face import api, relay_json_endpoint
+from proxies.openai_face import anthropic_error, api, relay_json_endpoint
 from proxies.openai_schemas import (
     ChatCompletionRequest,
     ChatTokensRequest,
@@ -29,25 +28,6 @@ from proxies.openai_schemas import (
     NativeRequest,
     ResponsesRequest,
 )
-
-ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-}
-
-
-def anthropic_error(exc: FaceError) -> JsonResponse:
-    """An error as Anthropic's API writes one (its SDKs read `error.type` and `error.message`)."""
-    error_type = ANTHROPIC_ERROR_TYPES.get(exc.status, "api_error")
-    return JsonResponse(
-        {"type": "error", "error": {"type": error_type, "message": exc.message}}, status=exc.status
-    )
-
 
 # --- /v1 (every API port) -------------------------------------------------------------------
 

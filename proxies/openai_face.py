@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -61,6 +62,26 @@ def openai_error(
 
 def face_error_response(exc: FaceError) -> JsonResponse:
     return openai_error(exc.status, exc.message, exc.code, exc.param)
+
+
+ANTHROPIC_MAX_PAGE = 1000
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error(exc: FaceError) -> JsonResponse:
+    """An error as Anthropic's API writes one (its SDKs read `error.type` and `error.message`)."""
+    error_type = ANTHROPIC_ERROR_TYPES.get(exc.status, "api_error")
+    return JsonResponse(
+        {"type": "error", "error": {"type": error_type, "message": exc.message}}, status=exc.status
+    )
 
 
 api = NinjaAPI(title="llamaproxy OpenAI-compatible API", version="1", urls_namespace="openai", docs_url=None)
@@ -182,28 +203,78 @@ async def reranking(request: HttpRequest) -> HttpResponse:
 @api.get("/v1/models", include_in_schema=False)
 async def list_models(request: HttpRequest) -> HttpResponse:
     ctx = new_context(request, "models")
+    anthropic = speaks_anthropic(request)
     try:
         key = await authorize(request, ctx)
     except FaceError as exc:
-        return face_error_response(exc)
+        return anthropic_error(exc) if anthropic else face_error_response(exc)
+    models = [m for m in await catalog_view.listed() if key is None or key.allows(m.name)]
+    if anthropic:
+        try:
+            return JsonResponse(anthropic_model_page(models, request.GET))
+        except FaceError as exc:
+            return anthropic_error(exc)
     loaded = runner_states()
-    data = []
-    for model in await catalog_view.listed():
-        if key is not None and not key.allows(model.name):
-            continue
-        data.append(model_object(model, loaded.get(model.name, {})))
+    data = [model_object(model, loaded.get(model.name, {})) for model in models]
     return JsonResponse({"object": "list", "data": data})
 
 
 @api.get("/v1/models/{model_id}", include_in_schema=False)
 async def get_model(request: HttpRequest, model_id: str) -> HttpResponse:
     ctx = new_context(request, "models")
+    anthropic = speaks_anthropic(request)
     try:
         key = await authorize(request, ctx)
         model = await resolve_model(model_id, key)
     except FaceError as exc:
-        return face_error_response(exc)
+        return anthropic_error(exc) if anthropic else face_error_response(exc)
+    if anthropic:
+        return JsonResponse(anthropic_model(model))
     return JsonResponse(model_object(model, runner_states().get(model.name, {})))
+
+
+def speaks_anthropic(request: HttpRequest) -> bool:
+    """Anthropic's SDKs (and Claude Code) send `anthropic-version` with every request; their
+    model list is another shape than OpenAI's, on the same path."""
+    return "anthropic-version" in request.headers
+
+
+def anthropic_model(model: Any) -> dict[str, Any]:
+    created = datetime.fromtimestamp(model.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": "model",
+        "id": model.name,
+        "display_name": model.display_name or model.name,
+        "created_at": created,
+    }
+
+
+def anthropic_model_page(models: list[Any], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of Anthropic's model list: `limit` (1-1000, 20 unless given) models after
+    `after_id` or before `before_id`, with `has_more`, `first_id` and `last_id`."""
+    raw_limit = query.get("limit") or "20"
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= ANTHROPIC_MAX_PAGE:
+        raise FaceError(400, f"limit: must be an integer from 1 to {ANTHROPIC_MAX_PAGE}", param="limit")
+    limit = int(raw_limit)
+    ids = [model.name for model in models]
+    for name in ("after_id", "before_id"):
+        if query.get(name) and query[name] not in ids:
+            raise FaceError(400, f"{name}: no model '{query[name]}' in the list", param=name)
+    if query.get("before_id"):
+        end = ids.index(query["before_id"])
+        start = max(0, end - limit)
+        has_more = start > 0
+    else:
+        start = ids.index(query["after_id"]) + 1 if query.get("after_id") else 0
+        end = min(len(ids), start + limit)
+        has_more = end < len(ids)
+    page = [anthropic_model(model) for model in models[start:end]]
+    return {
+        "data": page,
+        "has_more": has_more,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+    }
 
 
 def model_object(model: Any, runner: dict) -> dict[str, Any]:

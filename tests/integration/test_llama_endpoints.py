@@ -17,6 +17,7 @@ from models_catalog.tiny_model import write_tiny_model
 pytestmark = pytest.mark.integration
 
 MODEL = "tiny-chat"
+OTHERS = ("tiny-other-a", "tiny-other-b")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,8 @@ def stack(tmp_path_factory, llama_server_binary):
     env, ports = stack_env(root, llama_server_binary)
     stack = Stack(root=root, env=env, ports=ports)
     write_tiny_model(stack.models_dir / f"{MODEL}.gguf", name=MODEL, seed=1)
+    for other in OTHERS:  # listed, never loaded: for the model list's pages
+        write_tiny_model(stack.models_dir / f"{other}.gguf", name=other, seed=2)
     stack.prepare_catalog()
     stack.start()
     yield stack
@@ -198,6 +201,30 @@ def test_anthropic_clients_get_errors_in_anthropics_shape(stack) -> None:
         timeout=30,
     )
     assert wrong_type.status_code == 400 and "system" in wrong_type.json()["error"]["message"]
+
+
+def test_anthropic_clients_list_and_retrieve_models_in_anthropics_shape(stack, oai: openai.OpenAI) -> None:
+    client = claude(stack)
+    listed = list(client.models.list())
+    assert [m.id for m in listed] == [MODEL, *OTHERS]
+    assert [m.id for m in claude(stack, "ollama").models.list()] == [MODEL, *OTHERS]  # every API port
+    assert all(m.type == "model" and m.display_name and m.created_at.tzinfo for m in listed)
+    # The SDK pages through `has_more` and `last_id`.
+    assert [m.id for m in client.models.list(limit=1)] == [MODEL, *OTHERS]
+    first = client.models.list(limit=2)
+    assert (first.has_more, first.first_id, first.last_id) == (True, MODEL, OTHERS[0])
+    before = client.models.list(limit=5, before_id=OTHERS[1])
+    assert ([m.id for m in before.data], before.has_more) == ([MODEL, OTHERS[0]], False)
+    assert client.models.retrieve(MODEL).display_name == MODEL
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        client.models.retrieve("claude-nope")
+    assert unknown.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError) as bad_limit:
+        client.models.list(limit=0)
+    assert "limit" in bad_limit.value.body["error"]["message"]
+    # Without `anthropic-version`, the same path is OpenAI's list, as before.
+    assert {m.id for m in oai.models.list()} == {MODEL, *OTHERS}
+    assert oai.models.retrieve(MODEL).owned_by == "llamaproxy"
 
 
 # --- llama-server's native routes (the OpenAI port) -----------------------------------------
