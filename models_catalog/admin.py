@@ -18,7 +18,7 @@ from models_catalog.errors import CatalogError
 from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
 from models_catalog.parameters import LLAMA_SERVER_PARAMS, SAMPLING_PARAMS
 
-CAPABILITIES = ("completion", "tools", "vision", "embedding", "rerank", "thinking")
+CAPABILITIES = ("completion", "tools", "vision", "embedding", "rerank", "insert", "thinking")
 FILE_FIELDS = (
     "path",
     "base",
@@ -47,6 +47,7 @@ FILE_FIELDS = (
     "cap_vision",
     "cap_embedding",
     "cap_rerank",
+    "cap_insert",
     "cap_thinking",
     "mmproj_path",
     "chat_template",

@@ -37,7 +37,7 @@ from models_catalog.schemas import (
 
 router = Router(tags=["catalog"])
 
-CAPABILITIES = ("completion", "tools", "vision", "embedding", "rerank", "thinking")
+CAPABILITIES = ("completion", "tools", "vision", "embedding", "rerank", "insert", "thinking")
 
 
 class ModelFilters(Schema):

@@ -354,5 +354,6 @@ def apply_metadata(entry: CatalogModel, metadata: ModelMetadata) -> None:
     entry.cap_completion = metadata.cap_completion
     entry.cap_embedding = metadata.cap_embedding
     entry.cap_rerank = metadata.cap_rerank
+    entry.cap_insert = metadata.cap_insert
     entry.cap_thinking = metadata.cap_thinking
     entry.cap_tools = metadata.cap_tools if entry.tools_override is None else entry.tools_override

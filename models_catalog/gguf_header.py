@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ GGUF_MAGIC = b"GGUF"
 MAX_ARRAY_ITEMS = 64
 MAX_KV_COUNT = 1_000_000
 MAX_TENSOR_COUNT = 10_000_000
+VOCABULARY_KEY = "tokenizer.ggml.tokens"
 
 # GGUF value types: struct format of the scalar ones
 _SCALARS: dict[int, str] = {
@@ -71,6 +73,8 @@ class GGUFHeader:
     byte_order: str  # "<" or ">"
     kv: dict[str, Any] = field(default_factory=dict)
     tensors: list[TensorInfo] = field(default_factory=list)
+    # Which of the tokens asked for (read_header's `find_tokens`) the vocabulary holds.
+    tokens_found: frozenset[str] = frozenset()
 
 
 class _Cursor:
@@ -139,20 +143,39 @@ class _Cursor:
             raise GGUFHeaderError(f"unknown array item type {item_type}")
 
 
-def read_header(path: Path | str, *, tensors: bool = True) -> GGUFHeader:
-    """Parse a GGUF file's header; raises GGUFHeaderError (or OSError) when it cannot."""
+def _tokens_in(
+    data: mmap.mmap | bytes, order: str, start: int, end: int, tokens: Collection[str]
+) -> frozenset[str]:
+    """The `tokens` that are whole strings of the string array in data[start:end]: a byte search
+    (in C, not a walk of 150k strings) for each, kept where its 8-byte length prefix matches."""
+    found = set()
+    for token in tokens:
+        encoded = token.encode()
+        at = data.find(encoded, start + 8, end)
+        while at != -1:
+            if struct.unpack_from(order + "Q", data, at - 8)[0] == len(encoded):
+                found.add(token)
+                break
+            at = data.find(encoded, at + 1, end)
+    return frozenset(found)
+
+
+def read_header(path: Path | str, *, tensors: bool = True, find_tokens: Collection[str] = ()) -> GGUFHeader:
+    """Parse a GGUF file's header; raises GGUFHeaderError (or OSError) when it cannot.
+    `find_tokens`: tokens to look for in the vocabulary (`tokenizer.ggml.tokens`), which is
+    otherwise skipped; those it holds, exactly, are in `tokens_found`."""
     with open(path, "rb") as handle:
         try:
             data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         except ValueError:  # mmap refuses empty files
             raise GGUFHeaderError("the file is empty") from None
         try:
-            return _parse(data, tensors=tensors)
+            return _parse(data, tensors=tensors, find_tokens=find_tokens)
         finally:
             data.close()
 
 
-def _parse(data: mmap.mmap | bytes, *, tensors: bool) -> GGUFHeader:
+def _parse(data: mmap.mmap | bytes, *, tensors: bool, find_tokens: Collection[str] = ()) -> GGUFHeader:
     if len(data) < 24 or data[:4] != GGUF_MAGIC:
         raise GGUFHeaderError("not a GGUF file (no GGUF magic at the start)")
     order = "<"
@@ -171,7 +194,10 @@ def _parse(data: mmap.mmap | bytes, *, tensors: bool) -> GGUFHeader:
     header = GGUFHeader(version=version, byte_order=order)
     for _ in range(kv_count):
         key = cursor.string()
+        start = cursor.pos
         header.kv[key] = cursor.value(cursor.unpack("I"))
+        if key == VOCABULARY_KEY and find_tokens:
+            header.tokens_found = _tokens_in(data, order, start, cursor.pos, find_tokens)
     if tensors:
         for _ in range(tensor_count):
             name = cursor.string()

@@ -2,7 +2,7 @@
 
 Only headers are read (see gguf_header). Capabilities come from the metadata: tools and thinking
 from the chat template, embedding from the architecture or a pooling key (rerank when that pooling
-is `rank`); vision depends on a paired mmproj file, which is the scan's business, not the file's.
+is `rank`), insert from fill-in-the-middle tokens; vision depends on a paired mmproj file, which is the scan's business, not the file's.
 """
 
 from __future__ import annotations
@@ -39,6 +39,48 @@ EMBEDDING_ARCHITECTURES = frozenset(
 PROJECTOR_ARCHITECTURES = frozenset({"clip"})
 # `<arch>.pooling_type` (llama.cpp's enum) by the name `--pooling` takes; `rank` is a reranker's.
 POOLING_TYPES: dict[str, PoolingType] = {p.name.lower(): p for p in PoolingType if p is not PoolingType.NONE}
+# Fill-in-the-middle: the prefix, suffix and middle tokens, by the metadata keys that name them
+# or, as llama.cpp also finds them, by their text in the vocabulary. With all three, the model
+# completes code between a prefix and a suffix (llama-server's /infill; Ollama's `insert`).
+FIM_KEYS: dict[str, tuple[str, ...]] = {
+    "pre": ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id"),
+    "suf": ("tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id"),
+    "mid": ("tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id"),
+}
+FIM_TOKENS: dict[str, tuple[str, ...]] = {
+    "pre": (
+        "<|fim_prefix|>",
+        "<fim-prefix>",
+        "<fim_prefix>",
+        "<\uff5cfim\u2581begin\uff5c>",
+        "<PRE>",
+        "\u2581<PRE>",
+        "<|code_prefix|>",
+        "<|prefix|>",
+    ),
+    "suf": (
+        "<|fim_suffix|>",
+        "<fim-suffix>",
+        "<fim_suffix>",
+        "<\uff5cfim\u2581hole\uff5c>",
+        "<SUF>",
+        "\u2581<SUF>",
+        "<|code_suffix|>",
+        "<|suffix|>",
+    ),
+    "mid": (
+        "<|fim_middle|>",
+        "<fim-middle>",
+        "<fim_middle>",
+        "<\uff5cfim\u2581end\uff5c>",
+        "<MID>",
+        "\u2581<MID>",
+        "<|code_middle|>",
+        "<|middle|>",
+    ),
+}
+# (DeepSeek's are in fullwidth bars; CodeLlama's have SentencePiece's word mark.)
+ALL_FIM_TOKENS = frozenset(token for tokens in FIM_TOKENS.values() for token in tokens)
 TOOLS_MARKERS = ("tools", "tool_call")
 THINKING_MARKERS = ("<think>", "enable_thinking", "reasoning", "thinking")
 # Keys kept out of `extra`: captured in fields already, or too big to be useful there.
@@ -75,6 +117,7 @@ class ModelMetadata:
     cap_tools: bool = False
     cap_embedding: bool = False
     cap_rerank: bool = False
+    cap_insert: bool = False
     cap_thinking: bool = False
     is_projector: bool = False
     split_count: int = 1
@@ -114,7 +157,7 @@ def read_metadata(paths: Sequence[Path]) -> ModelMetadata:
     if has_whisper_magic(magic):
         return _whisper_metadata(first)
     try:
-        header = read_header(first)
+        header = read_header(first, find_tokens=ALL_FIM_TOKENS)
         tensors = list(header.tensors)
         for part in paths[1:]:
             tensors += read_header(part).tensors
@@ -163,7 +206,17 @@ def metadata_from_header(header: GGUFHeader) -> ModelMetadata:
         cap_thinking=not embedding and any(template_has_thinking(t) for t in templates),
         cap_embedding=embedding and not rerank,
         cap_rerank=rerank,
+        cap_insert=not embedding and has_fim(header),
         is_projector=arch in PROJECTOR_ARCHITECTURES,
+    )
+
+
+def has_fim(header: GGUFHeader) -> bool:
+    """Whether the model has all three fill-in-the-middle tokens (see FIM_KEYS, FIM_TOKENS)."""
+    return all(
+        any(isinstance(header.kv.get(key), int) for key in FIM_KEYS[role])
+        or not header.tokens_found.isdisjoint(FIM_TOKENS[role])
+        for role in FIM_KEYS
     )
 
 

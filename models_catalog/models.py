@@ -27,6 +27,7 @@ HEADER_FIELDS = (
     "cap_vision",
     "cap_embedding",
     "cap_rerank",
+    "cap_insert",
     "cap_thinking",
     "mmproj_path",
 )
@@ -111,6 +112,9 @@ class CatalogModel(models.Model):
     cap_vision = models.BooleanField("vision", default=False)
     cap_embedding = models.BooleanField("embedding", default=False)
     cap_rerank = models.BooleanField("rerank", default=False)
+    cap_insert = models.BooleanField(
+        "insert", default=False, help_text="Fill-in-the-middle (code completion)"
+    )
     cap_thinking = models.BooleanField("thinking", default=False)
     # Set by hand or by an import's `has_tools`; None = decided from the chat template.
     tools_override = models.BooleanField(
@@ -144,6 +148,7 @@ class CatalogModel(models.Model):
             "vision": self.cap_vision,
             "embedding": self.cap_embedding,
             "rerank": self.cap_rerank,
+            "insert": self.cap_insert,
             "thinking": self.cap_thinking,
         }
         return [name for name, on in flags.items() if on]

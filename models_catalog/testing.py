@@ -8,6 +8,7 @@ which lets a test choose any architecture, file type or chat template.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def write_gguf_header(
     chat_template: str | None = None,
     pooling_type: int | None = None,
     vocabulary: int = 300,
+    tokens: Sequence[str] = (),
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """A GGUF file with a realistic header and one 8x8 tensor (header-only for the catalog's purposes)."""
@@ -58,8 +60,10 @@ def write_gguf_header(
     if chat_template is not None:
         writer.add_chat_template(chat_template)
     writer.add_tokenizer_model("gpt2")
-    writer.add_token_list([f"tok{i}" for i in range(vocabulary)])
-    writer.add_token_types([1] * vocabulary)
+    # `tokens` (special ones, say) take the places of the last generic ones
+    generic = [f"tok{i}" for i in range(vocabulary - len(tokens))]
+    writer.add_token_list([*generic, *tokens])
+    writer.add_token_types([1] * len(generic) + [3] * len(tokens))
     if vocabulary > 1000:  # like a real BPE vocabulary: merges, as long again
         writer.add_token_merges([f"tok{i} tok{i + 1}" for i in range(vocabulary - 1)])
     for key, value in (extra or {}).items():

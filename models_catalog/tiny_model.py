@@ -75,6 +75,12 @@ TOOL_TOKENS: list[tuple[str, TokenType]] = [
     ("<tool_call>", TokenType.USER_DEFINED),
     ("</tool_call>", TokenType.USER_DEFINED),
 ]
+# Qwen's fill-in-the-middle tokens (prefix, suffix, middle), at the end of a FIM model's vocabulary.
+FIM_TOKENS: list[tuple[str, TokenType]] = [
+    ("<|fim_prefix|>", TokenType.CONTROL),
+    ("<|fim_suffix|>", TokenType.CONTROL),
+    ("<|fim_middle|>", TokenType.CONTROL),
+]
 UNK_ID, BOS_ID = 0, 1
 # ids after <unk>, <s>, </s> and the 256 byte tokens
 IM_START_ID = len(SPECIAL_TOKENS) + 256
@@ -140,6 +146,7 @@ def write_tiny_model(
     split: int = 1,
     pooling: str | None = None,
     tool_caller: bool = False,
+    fim: bool = False,
 ) -> list[Path]:
     """Write a random-weight llama GGUF model at `path` and return the written file(s).
 
@@ -152,6 +159,10 @@ def write_tiny_model(
     template (TOOLS_TEMPLATE unless `chat_template` says otherwise), `<tool_call>` and
     `</tool_call>` as tokens, and weights that make it answer a call (see `_make_tool_caller`),
     so llama-server's own tool-call grammar and parser produce a real call from it.
+
+    With `fim`, the vocabulary's last three pieces are Qwen's fill-in-the-middle tokens, by
+    which llama-server (and the catalog) know the model can complete between a prefix and a
+    suffix (/infill); every other token keeps its id.
     """
     shape = _shape(size)
     if tool_caller and size != "tiny":
@@ -175,7 +186,7 @@ def write_tiny_model(
     if pooling is not None:
         writer.add_pooling_type(POOLING_TYPES[pooling])
     default_template = TOOLS_TEMPLATE if tool_caller else CHATML_TEMPLATE
-    _add_vocabulary(writer, shape.vocab, chat_template or default_template, tool_caller)
+    _add_vocabulary(writer, shape.vocab, chat_template or default_template, tool_caller, fim)
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -320,8 +331,10 @@ def _add_metadata(writer: GGUFWriter, shape: Shape, name: str, context_length: i
     writer.add_layer_norm_rms_eps(shape.rms_eps)
 
 
-def _add_vocabulary(writer: GGUFWriter, vocab_size: int, chat_template: str, tool_caller: bool) -> None:
-    tokens, types = vocabulary(vocab_size, tool_tokens=tool_caller)
+def _add_vocabulary(
+    writer: GGUFWriter, vocab_size: int, chat_template: str, tool_caller: bool, fim: bool = False
+) -> None:
+    tokens, types = vocabulary(vocab_size, tool_tokens=tool_caller, fim_tokens=fim)
     writer.add_tokenizer_model("llama")
     if tool_caller:
         # As with Qwen's BPE vocabulary, text after a special token gets no SentencePiece space:
@@ -341,9 +354,11 @@ def _add_vocabulary(writer: GGUFWriter, vocab_size: int, chat_template: str, too
     writer.add_chat_template(chat_template)
 
 
-def vocabulary(size: int, *, tool_tokens: bool = False) -> tuple[list[str], list[TokenType]]:
+def vocabulary(
+    size: int, *, tool_tokens: bool = False, fim_tokens: bool = False
+) -> tuple[list[str], list[TokenType]]:
     """Tokens and token types: specials, 256 byte-fallback tokens, ChatML markers, a tool
-    caller's call markers, then pieces."""
+    caller's call markers, then pieces (the last three FIM tokens instead, with `fim_tokens`)."""
     fixed = [
         *SPECIAL_TOKENS,
         *((f"<0x{byte:02X}>", TokenType.BYTE) for byte in range(256)),
@@ -356,7 +371,13 @@ def vocabulary(size: int, *, tool_tokens: bool = False) -> tuple[list[str], list
     tokens = [text for text, _ in fixed] + list(pieces)
     if len(tokens) < size:
         raise ValueError(f"cannot generate {size} distinct pieces")
-    return tokens, [kind for _, kind in fixed] + [TokenType.NORMAL] * (size - len(fixed))
+    types = [kind for _, kind in fixed] + [TokenType.NORMAL] * (size - len(fixed))
+    if fim_tokens:
+        if size < len(fixed) + len(FIM_TOKENS) + 1:
+            raise ValueError("the vocabulary is too small for fill-in-the-middle tokens")
+        tokens[-len(FIM_TOKENS) :] = [text for text, _ in FIM_TOKENS]
+        types[-len(FIM_TOKENS) :] = [kind for _, kind in FIM_TOKENS]
+    return tokens, types
 
 
 def _pieces() -> Iterator[str]:

@@ -57,6 +57,10 @@ class UsageMeter:
             ) or choice.get("text"):
                 self.chunks_with_content += 1
                 self.mark_first_token()
+        content = body.get("content")
+        if isinstance(content, str) and content and "choices" not in body:  # llama-server's own format
+            self.chunks_with_content += 1
+            self.mark_first_token()
 
     def _observe_usage(self, usage: dict[str, Any]) -> None:
         """OpenAI's chat and completions `usage`, the Responses API's (`input_tokens` with the

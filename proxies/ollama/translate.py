@@ -268,13 +268,11 @@ def chat_plan(request: ChatRequest) -> UpstreamPlan:
 
 
 def generate_plan(request: GenerateRequest) -> UpstreamPlan:
-    if request.suffix:
-        raise TranslationError(
-            "suffix (fill-in-the-middle) is not supported; send the whole prompt with raw: true"
-        )
     options = split_options(request.options)
     ttl = keep_alive_seconds(request.keep_alive)
     schema = format_schema(request.format)
+    if request.suffix:
+        return _streaming(infill_plan(request, options, ttl, schema))
     if request.raw:
         body: dict[str, Any] = {"prompt": request.prompt or "", **options.sampling}
         if schema is not None:
@@ -289,6 +287,23 @@ def generate_plan(request: GenerateRequest) -> UpstreamPlan:
     if schema is not None:
         plan = structured_plan(plan, schema)
     return _streaming(plan)
+
+
+def infill_plan(
+    request: GenerateRequest, options: Options, ttl: int | None, schema: dict[str, Any] | None
+) -> UpstreamPlan:
+    """`suffix`: fill in the middle, between the prompt and the suffix. llama-server's /infill
+    lays them out with the model's own FIM tokens, as Ollama's templates do."""
+    if request.raw:
+        raise TranslationError("suffix cannot be used with raw: true (raw sends the prompt as it is)")
+    body: dict[str, Any] = {
+        "input_prefix": request.prompt or "",
+        "input_suffix": request.suffix,
+        **options.sampling,
+    }
+    if schema is not None:
+        body["json_schema"] = schema
+    return UpstreamPlan("/infill", body, options.runner_params, ttl)
 
 
 def structured_plan(plan: UpstreamPlan, schema: dict[str, Any]) -> UpstreamPlan:
@@ -474,6 +489,8 @@ class OllamaStream:
         if isinstance(chunk.get("timings"), dict):
             self.timings = chunk["timings"]
         objects: list[dict[str, Any]] = []
+        if "choices" not in chunk and isinstance(chunk.get("content"), str):
+            return self._feed_native(chunk, now)
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -489,6 +506,16 @@ class OllamaStream:
                 if self.tool_calls:
                     objects.append(self._tool_call_piece(now))
         return objects
+
+    def _feed_native(self, chunk: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        """llama-server's own stream (/infill's): `content` pieces, then one with `stop`."""
+        if chunk.get("stop"):
+            self.finish_reason = "length" if chunk.get("stop_type") == "limit" else "stop"
+            self.usage = {
+                "prompt_tokens": chunk.get("tokens_evaluated"),
+                "completion_tokens": chunk.get("tokens_predicted"),
+            }
+        return [self._piece(chunk["content"], "", now)] if chunk["content"] else []
 
     def _gather(self, call: dict[str, Any]) -> None:
         slot = self.tool_calls.setdefault(

@@ -225,6 +225,8 @@ async def generate_like(request: HttpRequest, kind: Kind) -> HttpResponse:
         model = await resolve(parsed.model_name, key)
         if "completion" not in model.capabilities:
             raise FaceError(400, f'"{parsed.model_name}" does not support {kind}')
+        if kind == "generate" and parsed.suffix and "insert" not in model.capabilities:
+            raise FaceError(400, f'"{parsed.model_name}" does not support insert')
         plan = t.chat_plan(parsed) if kind == "chat" else t.generate_plan(parsed)
         if _is_load_request(parsed, kind):
             return await load_or_unload(model, ctx, parsed.model_name, kind, plan)

@@ -203,6 +203,22 @@ def test_a_changed_file_is_read_again(library: dict[str, Path]) -> None:
     assert entry("qwen2.5-7b-instruct-q4_k_m").context_length == 131072
 
 
+def test_a_coder_with_fim_tokens_can_insert_and_an_entry_without_an_mtime_is_read_again(
+    library: dict[str, Path],
+) -> None:
+    write_tiny_model(library["tiny"].parent / "tiny-coder.gguf", name="tiny-coder", fim=True)
+    scan_models()
+    assert "insert" in entry("tiny-coder").capabilities
+    assert "insert" not in entry("tiny-chat").capabilities
+    # As migration 0005 leaves a language model: its header is read again by the next scan.
+    CatalogModel.objects.filter(name="tiny-coder").update(cap_insert=False, mtime=None)
+
+    result = scan_models()
+
+    assert result.updated == ["tiny-coder"]
+    assert entry("tiny-coder").cap_insert and entry("tiny-coder").mtime is not None
+
+
 def test_names_stay_unique_when_two_folders_hold_the_same_file_name(
     library: dict[str, Path], tmp_path: Path, settings: Any
 ) -> None:

@@ -17,7 +17,8 @@ from models_catalog.tiny_model import write_tiny_model
 pytestmark = pytest.mark.integration
 
 MODEL = "tiny-chat"
-OTHERS = ("tiny-other-a", "tiny-other-b")
+CODER = "tiny-coder"  # with fill-in-the-middle tokens
+OTHERS = (CODER, "tiny-other")
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,8 @@ def stack(tmp_path_factory, llama_server_binary):
     env, ports = stack_env(root, llama_server_binary)
     stack = Stack(root=root, env=env, ports=ports)
     write_tiny_model(stack.models_dir / f"{MODEL}.gguf", name=MODEL, seed=1)
-    for other in OTHERS:  # listed, never loaded: for the model list's pages
-        write_tiny_model(stack.models_dir / f"{other}.gguf", name=other, seed=2)
+    write_tiny_model(stack.models_dir / f"{CODER}.gguf", name=CODER, seed=2, fim=True)
+    write_tiny_model(stack.models_dir / "tiny-other.gguf", name="tiny-other", seed=3)
     stack.prepare_catalog()
     stack.start()
     yield stack
@@ -266,6 +267,29 @@ def test_native_tokenize_detokenize_and_template(stack) -> None:
         timeout=60,
     )
     assert prompt.status_code == 200 and "Hi" in prompt.json()["prompt"]
+
+
+def test_native_infill_fills_in_the_middle_whole_and_streamed_and_is_counted(stack) -> None:
+    since = last_row_id(stack)
+    body = {
+        "model": CODER,
+        "input_prefix": "def f(a",
+        "input_suffix": "):\n",
+        "n_predict": 4,
+        "temperature": 0,
+    }
+    whole = httpx.post(stack.url("api") + "/infill", json=body, timeout=60)
+    assert whole.status_code == 200, whole.text
+    answer = whole.json()
+    assert answer["tokens_predicted"] == 4 and answer["tokens_evaluated"] > 0
+    with httpx.stream(
+        "POST", stack.url("api") + "/infill", json={**body, "stream": True}, timeout=60
+    ) as streamed:
+        frames = [json.loads(line[5:]) for line in streamed.iter_lines() if line.startswith("data:")]
+    assert "".join(frame["content"] for frame in frames) == answer["content"] and frames[-1]["stop"]
+    row = row_for(stack, "infill", since)
+    assert (row["model"], row["status"], row["completion_tokens"]) == (CODER, 200, 4)
+    assert row["prompt_tokens"] == answer["tokens_evaluated"]
 
 
 def test_native_errors_pass_through_or_are_llamaproxys_own(stack) -> None:

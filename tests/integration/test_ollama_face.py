@@ -48,6 +48,7 @@ def stack(tmp_path_factory, llama_server_binary):
         stack.models_dir / "tiny-tools.gguf", name="tiny-tools", seed=3, chat_template=TOOLS_TEMPLATE
     )
     write_tiny_model(stack.models_dir / "tiny-embed.gguf", name="tiny-embed", seed=2)
+    write_tiny_model(stack.models_dir / "tiny-coder.gguf", name="tiny-coder", seed=4, fim=True)
     prepare_catalog(stack)
     stack.start()
     yield stack
@@ -316,3 +317,49 @@ def test_num_ctx_restarts_the_runner_only_when_it_differs(client: ollama.Client,
 def test_repeat_last_n_of_minus_one_means_the_whole_context(client: ollama.Client) -> None:
     answer = client.generate(model="tiny-chat", prompt="hi", options={**FIXED, "repeat_last_n": -1})
     assert answer.done and answer.eval_count == FIXED["num_predict"]
+
+
+def test_a_suffix_fills_in_the_middle_with_a_model_that_can_insert(client: ollama.Client, stack) -> None:
+    assert "insert" in client.show("tiny-coder").capabilities
+    assert "insert" not in client.show("tiny-chat").capabilities
+    prefix, suffix = "def add(a, b):\n    ", "\n    return c\n"
+    whole = client.generate(model="tiny-coder", prompt=prefix, suffix=suffix, options=FIXED, keep_alive=0)
+    streamed = list(
+        client.generate(
+            model="tiny-coder", prompt=prefix, suffix=suffix, options=FIXED, stream=True, keep_alive=0
+        )
+    )
+    assert whole.response and whole.done_reason == "length" and whole.eval_count == 6
+    assert "".join(piece.response for piece in streamed) == whole.response
+    assert streamed[-1].done and streamed[-1].prompt_eval_count == whole.prompt_eval_count
+    # The same as llama-server's own /infill answers: the prefix and suffix around its FIM tokens.
+    direct = httpx.post(
+        stack.url("api") + "/upstream/tiny-coder/infill",
+        json={
+            "input_prefix": prefix,
+            "input_suffix": suffix,
+            "n_predict": 6,
+            "ignore_eos": True,
+            "temperature": 0,
+        },
+        timeout=60,
+    ).json()
+    assert (direct["content"], direct["tokens_evaluated"]) == (whole.response, whole.prompt_eval_count)
+    assert wait_until(lambda: len(stack.usage_rows(model="tiny-coder", endpoint="generate")) == 2)
+    row = stack.usage_rows(model="tiny-coder", endpoint="generate")[0]
+    assert (row["face"], row["completion_tokens"], row["prompt_tokens"]) == (
+        "ollama",
+        6,
+        whole.prompt_eval_count,
+    )
+    assert row["ttft_ms"] is not None
+
+    with pytest.raises(ollama.ResponseError) as cannot:
+        client.generate(model="tiny-chat", prompt=prefix, suffix=suffix)
+    assert cannot.value.status_code == 400 and cannot.value.error == '"tiny-chat" does not support insert'
+    with pytest.raises(ollama.ResponseError) as raw:
+        client.generate(model="tiny-coder", prompt=prefix, suffix=suffix, raw=True)
+    assert raw.value.status_code == 400 and "raw" in raw.value.error
+    httpx.post(
+        stack.url("ollama") + "/api/generate", json={"model": "tiny-coder", "keep_alive": 0}, timeout=30
+    )

@@ -62,3 +62,21 @@ def test_an_anthropic_stream_gives_the_prompt_first_and_the_output_last() -> Non
     assert (meter.prompt_tokens, meter.completion_tokens) == (12, 0)
     meter.observe({"type": "message_delta", "usage": {"output_tokens": 8}})
     assert (meter.prompt_tokens, meter.cached_tokens, meter.completion_tokens) == (12, 0, 8)
+
+
+def test_llama_servers_own_stream_marks_its_first_token_and_counts_from_the_timings() -> None:
+    meter = UsageMeter()
+    meter.observe({"index": 0, "content": "", "stop": False})  # a token that printed nothing yet
+    assert meter.first_token_at is None
+    meter.observe({"index": 0, "content": "x", "stop": False})
+    first = meter.first_token_at
+    meter.observe({"index": 0, "content": "y", "stop": False})
+    meter.observe({"content": "", "stop": True, "timings": TIMINGS})
+    meter.finish()
+    assert first is not None and meter.first_token_at == first and meter.chunks_with_content == 2
+    assert (meter.prompt_tokens, meter.completion_tokens) == (283, 54)
+    # Anthropic's whole message has a `content` list: not a piece of text.
+    assert (
+        observed({"content": [{"type": "text", "text": "hi"}], "usage": {"input_tokens": 3}}).first_token_at
+        is None
+    )

@@ -123,6 +123,49 @@ def test_a_rank_pooled_model_is_a_reranker_not_an_embedding_model(tmp_path: Path
     ).cap_rerank
 
 
+@pytest.mark.parametrize(
+    ("tokens", "extra", "insert"),
+    [
+        (("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"), {}, True),  # Qwen2.5-Coder
+        (
+            ("<\uff5cfim\u2581begin\uff5c>", "<\uff5cfim\u2581hole\uff5c>", "<\uff5cfim\u2581end\uff5c>"),
+            {},
+            True,
+        ),
+        (("\u2581<PRE>", "\u2581<SUF>", "\u2581<MID>"), {}, True),  # CodeLlama
+        (("<fim_prefix>", "<fim_suffix>"), {}, False),  # no middle token
+        (("<|fim_prefix|>x", "x<|fim_suffix|>", "<|fim_middle|>>"), {}, False),  # inside others, not whole
+        (
+            (),
+            {
+                "tokenizer.ggml.fim_pre_token_id": 1,
+                "tokenizer.ggml.suffix_token_id": 2,
+                "tokenizer.ggml.fim_mid_token_id": 3,
+            },
+            True,
+        ),
+        (("<|fim_prefix|>", "<|fim_suffix|>"), {"tokenizer.ggml.fim_mid_token_id": 3}, True),
+    ],
+)
+def test_fill_in_the_middle_is_found_by_token_ids_or_texts_as_llama_cpp_finds_them(
+    tmp_path: Path, tokens: tuple[str, ...], extra: dict, insert: bool
+) -> None:
+    path = write_gguf_header(
+        tmp_path / "coder.gguf", arch="qwen2", tokens=tokens, extra=extra, vocabulary=40000
+    )
+    found = read_metadata([path])
+    assert found.cap_insert is insert
+    assert read_header(path, find_tokens=["<|fim_prefix|>", "tok7", "tok"]).tokens_found == (
+        {"tok7", "<|fim_prefix|>"} if "<|fim_prefix|>" in tokens else {"tok7"}
+    )
+
+
+def test_an_embedding_model_with_fim_tokens_does_not_insert(tmp_path: Path) -> None:
+    tokens = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+    path = write_gguf_header(tmp_path / "embed.gguf", arch="qwen3", pooling_type=1, tokens=tokens)
+    assert not read_metadata([path]).cap_insert
+
+
 def test_a_projector_is_recognised_by_its_clip_architecture(library: dict[str, Path]) -> None:
     assert read_metadata([library["mmproj"]]).is_projector
 

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE_RERANK = ("models_catalog", "0003_move_app_settings_to_runtime_settings")
 RERANK = ("models_catalog", "0004_cap_rerank")
+INSERT = ("models_catalog", "0005_cap_insert")
 
 
 def migrate_to(target: tuple[str, str]):
@@ -57,6 +58,38 @@ def test_rerank_capability_is_backfilled_for_rank_pooled_models_and_given_back_o
         apps = migrate_to(BEFORE_RERANK)
         back = apps.get_model("models_catalog", "CatalogModel").objects.get(name="reranker")
         assert back.cap_embedding
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_insert_is_set_where_the_metadata_names_the_fim_tokens_and_language_models_are_read_again() -> None:
+    from datetime import UTC, datetime
+
+    try:
+        apps = migrate_to(RERANK)
+        CatalogModel = apps.get_model("models_catalog", "CatalogModel")
+        stamp = datetime(2026, 1, 1, tzinfo=UTC)
+        named = {
+            "tokenizer.ggml.fim_pre_token_id": 5,
+            "tokenizer.ggml.fim_suf_token_id": 6,
+            "tokenizer.ggml.fim_mid_token_id": 7,
+        }
+        for name, kind, metadata in (
+            ("coder", "llm", named),
+            ("chat", "llm", {"tokenizer.ggml.fim_pre_token_id": 5}),
+            ("embedder", "embedding", named),
+        ):
+            CatalogModel.objects.create(
+                name=name, path=f"/m/{name}.gguf", kind=kind, metadata=metadata, mtime=stamp
+            )
+
+        apps = migrate_to(INSERT)
+        rows = {
+            m.name: (m.cap_insert, m.mtime)
+            for m in apps.get_model("models_catalog", "CatalogModel").objects.all()
+        }
+        assert rows == {"coder": (True, None), "chat": (False, None), "embedder": (False, stamp)}
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())

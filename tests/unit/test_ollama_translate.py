@@ -264,9 +264,44 @@ def test_raw_generate_sends_the_prompt_untouched_to_the_completion_endpoint() ->
     assert "messages" not in plan.body
 
 
-def test_fill_in_the_middle_is_refused_with_a_way_out() -> None:
+def test_a_suffix_fills_in_the_middle_through_llama_servers_infill() -> None:
+    request = {"model": "m", "prompt": "def f(", "suffix": "return", "options": {"num_predict": 8, "seed": 3}}
+    plan = t.generate_plan(t.validate(t.GenerateRequest, request))
+    assert plan.path == "/infill"
+    assert plan.body["input_prefix"] == "def f(" and plan.body["input_suffix"] == "return"
+    assert (plan.body["max_tokens"], plan.body["seed"], plan.body["stream"]) == (8, 3, True)
+    assert "prompt" not in plan.body and "messages" not in plan.body
+    # An empty suffix is no suffix, as in Ollama.
+    assert t.generate_plan(t.validate(t.GenerateRequest, {**request, "suffix": ""})).path != "/infill"
     with pytest.raises(t.TranslationError, match="raw"):
-        t.generate_plan(t.validate(t.GenerateRequest, {"model": "m", "prompt": "def f(", "suffix": "return"}))
+        t.generate_plan(t.validate(t.GenerateRequest, {**request, "raw": True}))
+
+
+def test_llama_servers_own_stream_becomes_generate_objects_with_its_counts() -> None:
+    chunks = [
+        {"index": 0, "content": "", "tokens": [511], "stop": False, "tokens_predicted": 1},
+        {"index": 0, "content": "a + b", "tokens": [311], "stop": False, "tokens_predicted": 2},
+        {
+            "index": 0,
+            "content": "",
+            "stop": True,
+            "stop_type": "limit",
+            "tokens_predicted": 2,
+            "tokens_evaluated": 33,
+            "timings": {"prompt_n": 33, "prompt_ms": 2.5, "predicted_n": 2, "predicted_ms": 4.0},
+        },
+    ]
+    objects = feed_all(t.OllamaStream(model="coder", kind="generate"), chunks)
+    assert [o["response"] for o in objects] == ["a + b", ""]
+    final = objects[-1]
+    assert (final["done"], final["done_reason"]) == (True, "length")
+    assert (final["prompt_eval_count"], final["eval_count"]) == (33, 2)
+    assert (final["prompt_eval_duration"], final["eval_duration"]) == (2_500_000, 4_000_000)
+    chunks[-1]["stop_type"] = "eos"
+    assert (
+        t.merge_objects(feed_all(t.OllamaStream(model="coder", kind="generate"), chunks))["done_reason"]
+        == "stop"
+    )
 
 
 def test_a_request_with_wrongly_typed_fields_is_refused_naming_the_field() -> None:

@@ -33,6 +33,11 @@ class Command(BaseCommand):
             action="store_true",
             help="a model that calls a tool whenever it is offered one (Hermes-style tools template; tiny size)",
         )
+        parser.add_argument(
+            "--fim",
+            action="store_true",
+            help="give it Qwen-style fill-in-the-middle tokens, for /infill and Ollama's suffix",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -46,6 +51,7 @@ class Command(BaseCommand):
                 split=options["split"],
                 pooling=options["pooling"],
                 tool_caller=options["tool_caller"],
+                fim=options["fim"],
             )
         except (ValueError, OSError) as exc:
             raise CommandError(str(exc)) from exc
