@@ -31,6 +31,7 @@ from proxies.gateway import (
     record_failure,
     resolve_model,
 )
+from proxies.infill import infill_completion, wants_infill
 from proxies.openai_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -178,6 +179,12 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
 @api.post("/v1/completions", include_in_schema=False)
 async def completions(request: HttpRequest) -> HttpResponse:
+    if wants_infill(request):
+        return await infill_completion(request, _completions)
+    return await _completions(request)
+
+
+async def _completions(request: HttpRequest) -> HttpResponse:
     return await relay_json_endpoint(
         request, "completions", "/v1/completions", CompletionRequest, generation=True
     )

@@ -292,6 +292,53 @@ def test_native_infill_fills_in_the_middle_whole_and_streamed_and_is_counted(sta
     assert row["prompt_tokens"] == answer["tokens_evaluated"]
 
 
+def test_openai_completions_with_a_suffix_fill_in_the_middle_whole_and_streamed(
+    stack, oai: openai.OpenAI
+) -> None:
+    since = last_row_id(stack)
+    asked = {"model": CODER, "prompt": "def f(a", "suffix": "):\n", "max_tokens": 4, "temperature": 0}
+    whole = oai.completions.create(**asked)
+    direct = httpx.post(
+        stack.url("api") + "/infill",
+        json={
+            "model": CODER,
+            "input_prefix": "def f(a",
+            "input_suffix": "):\n",
+            "n_predict": 4,
+            "temperature": 0,
+        },
+        timeout=60,
+    ).json()
+    assert (whole.object, whole.model, whole.choices[0].finish_reason) == ("text_completion", CODER, "length")
+    assert whole.choices[0].text == direct["content"]
+    assert (whole.usage.prompt_tokens, whole.usage.completion_tokens) == (direct["tokens_evaluated"], 4)
+    chunks = list(oai.completions.create(**asked, stream=True))
+    assert "".join(chunk.choices[0].text for chunk in chunks) == whole.choices[0].text
+    assert all(chunk.id == chunks[0].id for chunk in chunks)
+    assert chunks[-1].choices[0].finish_reason == "length" and chunks[-1].usage.completion_tokens == 4
+    rows = [r for r in stack.usage_rows(model=CODER, endpoint="completions") if r["id"] > since]
+    deadline = time.monotonic() + 10
+    while len(rows) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        rows = [r for r in stack.usage_rows(model=CODER, endpoint="completions") if r["id"] > since]
+    assert [(r["stream"], r["status"], r["completion_tokens"]) for r in rows] == [
+        (True, 200, 4),
+        (False, 200, 4),
+    ]
+    assert rows[0]["prompt_tokens"] == direct["tokens_evaluated"] and rows[0]["ttft_ms"] is not None
+
+    # An empty suffix is none: llama-server's own completions answer.
+    plain = oai.completions.create(**{**asked, "suffix": ""})
+    assert plain.usage.prompt_tokens < whole.usage.prompt_tokens  # no suffix, no FIM tokens
+    # A model without fill-in-the-middle tokens: llama-server's refusal, as it gives it.
+    with pytest.raises(openai.APIStatusError) as cannot:
+        oai.completions.create(**{**asked, "model": MODEL})
+    assert cannot.value.status_code == 501 and "Infill is not supported" in cannot.value.message
+    for body, param in (({"suffix": 5}, "suffix"), ({"prompt": ["a", "b"]}, "prompt")):
+        wrong = httpx.post(stack.url("api") + "/v1/completions", json={**asked, **body}, timeout=30)
+        assert wrong.status_code == 400 and wrong.json()["error"]["param"] == param, wrong.text
+
+
 def test_native_errors_pass_through_or_are_llamaproxys_own(stack) -> None:
     api = stack.url("api")
     # The tiny model has no fill-in-the-middle tokens: llama-server's refusal comes through as it is.
