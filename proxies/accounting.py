@@ -113,3 +113,22 @@ def _int(value: Any, default: int | None) -> int | None:
 
 def _float(value: Any, default: float | None) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+
+def native_finish_reason(native: dict[str, Any]) -> str | None:
+    """OpenAI's finish_reason for llama-server's own format (/completion, /infill): its last
+    object has `stop` and a `stop_type` ("limit" when the token budget ran out)."""
+    if not native.get("stop"):
+        return None
+    return "length" if native.get("stop_type") == "limit" else "stop"
+
+
+def native_usage(native: dict[str, Any]) -> dict[str, int]:
+    """OpenAI's `usage` from llama-server's own format's counts."""
+    prompt_tokens = int(native.get("tokens_evaluated") or 0)
+    completion_tokens = int(native.get("tokens_predicted") or 0)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

@@ -14,13 +14,14 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from proxies.accounting import native_finish_reason, native_usage
 from proxies.gateway import (
     FaceError,
     acquire_runner,
@@ -37,10 +38,10 @@ from proxies.relay import (
     RelayContext,
     open_upstream,
     passthrough,
+    runner_objects,
     stream_response,
-    upstream_error_message,
 )
-from proxies.sse import SSEFrameParser, parse_json_payload
+from proxies.sse import parse_json_payload
 
 JSON_HEADERS = {"content-type": "application/json"}
 # What OpenAI's completions take that /infill has no use for (or would misread).
@@ -62,7 +63,9 @@ class Head:
     model: str
 
 
-async def infill_completion(request: HttpRequest, fallback: Any) -> HttpResponse:
+async def infill_completion(
+    request: HttpRequest, fallback: Callable[[HttpRequest], Awaitable[HttpResponse]]
+) -> HttpResponse:
     from proxies.openai_face import face_error_response, openai_error, parse_body
 
     ctx = new_context(request, "completions")
@@ -123,15 +126,9 @@ async def infill_completion(request: HttpRequest, fallback: Any) -> HttpResponse
         raise
 
 
-def finish_reason(native: dict[str, Any]) -> str | None:
-    if not native.get("stop"):
-        return None
-    return "length" if native.get("stop_type") == "limit" else "stop"
-
-
 def completion_object(native: dict[str, Any], head: Head, *, chunk: bool = False) -> dict[str, Any]:
     """One of llama-server's native answers (or stream pieces) as OpenAI's text_completion."""
-    done = finish_reason(native)
+    done = native_finish_reason(native)
     answer: dict[str, Any] = {
         "id": head.id,
         "object": "text_completion",
@@ -147,13 +144,7 @@ def completion_object(native: dict[str, Any], head: Head, *, chunk: bool = False
         ],
     }
     if done or not chunk:
-        prompt_tokens = int(native.get("tokens_evaluated") or 0)
-        completion_tokens = int(native.get("tokens_predicted") or 0)
-        answer["usage"] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
+        answer["usage"] = native_usage(native)
         if isinstance(native.get("timings"), dict):
             answer["timings"] = native["timings"]
     return answer
@@ -164,21 +155,14 @@ async def completion_events(
 ) -> AsyncIterator[bytes]:
     """/infill's stream as OpenAI's completion chunks, then `[DONE]`. Closing the upstream
     (in `finally`, also when the client goes away) stops the generation."""
-    parser = SSEFrameParser()
     try:
-        async for raw in upstream.aiter_raw():
-            for payload in parser.feed(raw):
-                native = parse_json_payload(payload)
-                if native is None:
-                    continue
-                if "error" in native:
-                    ctx.error = upstream_error_message(native) or "the runner reported an error"
-                    yield b"data: " + json.dumps({"error": native["error"]}).encode() + b"\n\n"
-                    return
-                ctx.meter.observe(native)
-                if native.get("content") or native.get("stop"):
-                    chunk = completion_object(native, head, chunk=True)
-                    yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+        async for native in runner_objects(upstream, ctx):
+            if "error" in native:
+                yield b"data: " + json.dumps({"error": native["error"]}).encode() + b"\n\n"
+                return
+            if native.get("content") or native.get("stop"):
+                chunk = completion_object(native, head, chunk=True)
+                yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
     except httpx.HTTPError as exc:
         ctx.error = f"upstream stream broke: {exc}"

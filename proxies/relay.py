@@ -209,6 +209,24 @@ def _observe_json_body(body: bytes, ctx: RelayContext, arrived: float) -> None:
             ctx.error = upstream_error_message(parsed) or ctx.error
 
 
+async def runner_objects(upstream: httpx.Response, ctx: RelayContext) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a runner's event stream as they arrive, each taken by the usage
+    meter, for a face that translates them; an object with an `error` is the last one, its
+    message in ctx.error."""
+    parser = SSEFrameParser()
+    async for raw in upstream.aiter_raw():
+        for payload in parser.feed(raw):
+            chunk = parse_json_payload(payload)
+            if chunk is None:
+                continue
+            if "error" in chunk:
+                ctx.error = upstream_error_message(chunk) or "the runner reported an error"
+                yield chunk
+                return
+            ctx.meter.observe(chunk)
+            yield chunk
+
+
 def upstream_error_message(parsed: Any) -> str:
     if isinstance(parsed, dict):
         error = parsed.get("error")

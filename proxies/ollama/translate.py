@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from proxies.accounting import prompt_length
+from proxies.accounting import native_finish_reason, native_usage, prompt_length
 from proxies.openai_schemas import first_error
 
 # Copilot refuses servers older than 0.6.4; Open WebUI reads it too.
@@ -510,11 +510,8 @@ class OllamaStream:
     def _feed_native(self, chunk: dict[str, Any], now: float) -> list[dict[str, Any]]:
         """llama-server's own stream (/infill's): `content` pieces, then one with `stop`."""
         if chunk.get("stop"):
-            self.finish_reason = "length" if chunk.get("stop_type") == "limit" else "stop"
-            self.usage = {
-                "prompt_tokens": chunk.get("tokens_evaluated"),
-                "completion_tokens": chunk.get("tokens_predicted"),
-            }
+            self.finish_reason = native_finish_reason(chunk)
+            self.usage = native_usage(chunk)
         return [self._piece(chunk["content"], "", now)] if chunk["content"] else []
 
     def _gather(self, call: dict[str, Any]) -> None:

@@ -44,10 +44,10 @@ from proxies.relay import (
     GeneratedStream,
     RelayContext,
     open_upstream,
+    runner_objects,
     stream_response,
     upstream_error_message,
 )
-from proxies.sse import SSEFrameParser, parse_json_payload
 
 NDJSON = "application/x-ndjson"
 JSON_HEADERS = {"content-type": "application/json"}
@@ -366,20 +366,13 @@ async def translated_objects(
     `finally` closes the upstream response (a disconnected client cancels the generation) and
     releases the lease with the usage recorded.
     """
-    parser = SSEFrameParser()
     try:
-        async for raw in upstream.aiter_raw():
-            for payload in parser.feed(raw):
-                chunk = parse_json_payload(payload)
-                if chunk is None:
-                    continue
-                if "error" in chunk:
-                    ctx.error = upstream_error_message(chunk) or "the runner reported an error"
-                    yield {"error": ctx.error}
-                    return
-                ctx.meter.observe(chunk)
-                for obj in stream.feed(chunk, time.time()):
-                    yield obj
+        async for chunk in runner_objects(upstream, ctx):
+            if "error" in chunk:
+                yield {"error": ctx.error}
+                return
+            for obj in stream.feed(chunk, time.time()):
+                yield obj
         total_ns = int(ctx.meter.duration_ms * 1_000_000)
         yield stream.final(time.time(), total_ns, int(load_seconds * 1_000_000_000))
     except httpx.HTTPError as exc:
