@@ -68,7 +68,10 @@ def last_row_id(stack) -> int:
 def test_the_responses_api_answers_and_its_usage_is_recorded(stack, oai: openai.OpenAI) -> None:
     since = last_row_id(stack)
     response = oai.responses.create(
-        model=MODEL, input="Hello there", max_output_tokens=6, extra_body={"ignore_eos": True}
+        model=MODEL,
+        input="Hello there",
+        max_output_tokens=6,
+        extra_body={"ignore_eos": True, "temperature": 0},
     )
     assert response.status == "completed"
     assert response.output_text
@@ -87,7 +90,7 @@ def test_a_streamed_response_adds_up_and_is_counted(stack, oai: openai.OpenAI) -
         instructions="Be brief.",
         max_output_tokens=9,
         stream=True,
-        extra_body={"ignore_eos": True},
+        extra_body={"ignore_eos": True, "temperature": 0},
     ) as events:
         for event in events:
             if event.type == "response.output_text.delta":
@@ -134,7 +137,7 @@ def test_anthropic_messages_are_answered_and_counted(stack) -> None:
         max_tokens=7,
         system="You are terse.",
         messages=[{"role": "user", "content": "Hello"}],
-        extra_body={"ignore_eos": True},
+        extra_body={"ignore_eos": True, "temperature": 0},
     )
     assert message.type == "message" and message.role == "assistant"
     assert message.content[0].type == "text" and message.content[0].text
@@ -149,7 +152,7 @@ def test_a_streamed_anthropic_message_adds_up_and_is_counted(stack) -> None:
     since = last_row_id(stack)
     messages = [{"role": "user", "content": "Write a line"}]
     with claude(stack).messages.stream(
-        model=MODEL, max_tokens=8, messages=messages, extra_body={"ignore_eos": True}
+        model=MODEL, max_tokens=8, messages=messages, extra_body={"ignore_eos": True, "temperature": 0}
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
