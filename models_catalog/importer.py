@@ -567,27 +567,7 @@ def _new_entry(planned: PlannedModel, base: CatalogModel | None) -> CatalogModel
     )
     if base is not None:
         # Another config entry uses this file with other settings: a variant of that entry.
-        entry = CatalogModel(
-            name=free_name(planned.slug, taken),
-            path=planned.path,
-            base=base,
-            source=CatalogModel.Source.IMPORT,
-        )
-        for field_name in (f.name for f in CatalogModel._meta.concrete_fields):
-            if field_name not in (
-                "id",
-                "name",
-                "base",
-                "enabled",
-                "source",
-                "tools_override",
-                "created_at",
-                "updated_at",
-                "digest",
-                "digest_mtime",
-            ):
-                setattr(entry, field_name, getattr(base, field_name))
-        return entry
+        return base.new_variant(free_name(planned.slug, taken), CatalogModel.Source.IMPORT)
     preferred = model_name_for_file(planned.path)
     entry = CatalogModel(
         name=free_name(preferred, taken),

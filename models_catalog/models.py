@@ -140,6 +140,32 @@ class CatalogModel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # What a variant does not take from its base: its identity and what is decided for it alone.
+    OWN_FIELDS = frozenset(
+        {
+            "id",
+            "name",
+            "base",
+            "enabled",
+            "source",
+            "tools_override",
+            "created_at",
+            "updated_at",
+            "digest",
+            "digest_mtime",
+        }
+    )
+
+    def new_variant(self, name: str, source: str) -> CatalogModel:
+        """An unsaved entry for this one's file (and what was read from it), called `name`; the
+        base of a variant's variant is the entry without a base."""
+        base = self.base or self
+        entry = CatalogModel(name=name, path=base.path, base=base, source=source)
+        for field in CatalogModel._meta.concrete_fields:
+            if field.name not in self.OWN_FIELDS:
+                setattr(entry, field.attname, getattr(base, field.attname))
+        return entry
+
     @property
     def capabilities(self) -> list[str]:
         flags = {

@@ -92,6 +92,42 @@ def update_model(name: str, changes: dict[str, Any]) -> CatalogModel:
     return model
 
 
+def create_variant(
+    base_name: str, name: str, parameters: dict[str, Any], sampling: dict[str, Any]
+) -> tuple[CatalogModel, bool]:
+    """A variant of `base_name` called `name`: its file, its runner settings with `parameters`
+    and `sampling` merged over them (Ollama's `/api/create` from an existing model). A name that
+    is already a variant made so is made again (Ollama replaces a model it creates over); any
+    other name in use is refused. Returns the entry and whether it replaced one."""
+    base = get_model(base_name)
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise CatalogError("a model name must have 1 to 200 characters", field="model")
+    existing = resolve_model(name)
+    replaced = existing is not None
+    if existing is not None:
+        if existing.name != name or existing.base_id is None or existing.source != CatalogModel.Source.MANUAL:
+            raise CatalogError(f"{name!r} is already the name of another model", field="model", status=409)
+        if existing.pk == base.pk:
+            raise CatalogError(f"{name!r} cannot be made from itself", field="from", status=409)
+    settings = RunnerSettings()
+    for field in SETTINGS_FIELDS:
+        value = getattr(settings_of(base), field)
+        setattr(settings, field, value.copy() if isinstance(value, dict | list) else value)
+    clean = validate_settings_changes({"parameters": parameters, "sampling": sampling}, settings)
+    for field, value in clean.items():
+        setattr(settings, field, value)
+    with transaction.atomic():
+        if existing is not None:
+            existing.delete()
+        entry = base.new_variant(name, CatalogModel.Source.MANUAL)
+        entry.save()
+        settings.model = entry
+        settings.save()
+        transaction.on_commit(lambda: catalog_changed("update", names=[entry.name]))
+    return entry, replaced
+
+
 def tools_capability(model: CatalogModel) -> bool:
     if model.tools_override is not None:
         return model.tools_override

@@ -85,6 +85,59 @@ class CopyRequest(BaseModel):
     destination: StrictStr = Field(min_length=1)
 
 
+class CreateRequest(BaseModel):
+    """`ollama create`: a new model from an existing one (`from`) with its own `parameters`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    model: StrictStr | None = None
+    name: StrictStr | None = None  # older clients send `name`
+    from_: StrictStr | None = Field(None, alias="from")
+    parameters: dict[str, Any] | None = None
+    stream: StrictBool | None = None
+
+    @property
+    def model_name(self) -> str:
+        return (self.model or self.name or "").strip()
+
+
+# What `ollama create` may send that a variant of a catalog entry cannot keep.
+CREATE_UNSUPPORTED = {
+    "files": "creating a model from uploaded files is not supported by llamaproxy: put the GGUF file in a "
+    "models folder (LLAMAPROXY_MODELS_DIRS) and rescan, then create from that model",
+    "adapters": "LoRA adapters are not supported by /api/create in llamaproxy: set --lora in the model's "
+    "extra arguments in the dashboard",
+    "quantize": "llamaproxy does not quantize models",
+    "template": "llamaproxy uses the chat template in the GGUF file; a template of its own is not supported",
+    "system": "a default system prompt is not supported by llamaproxy's /api/create yet",
+    "messages": "preset messages are not supported by llamaproxy's /api/create",
+    "license": "a license of its own is not supported by llamaproxy's /api/create",
+}
+
+
+def create_settings(parsed: CreateRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The runner parameters and sampling defaults `parameters` asks for (Ollama's option names,
+    as in a Modelfile's PARAMETER lines); TranslationError names what cannot be kept."""
+    extra = parsed.model_extra or {}
+    for name, reason in CREATE_UNSUPPORTED.items():
+        if extra.get(name) not in (None, "", [], {}):
+            raise TranslationError(f"{name}: {reason}")
+    parameters = parsed.parameters or {}
+    options = split_options(parameters)
+    dropped = sorted(
+        name
+        for name, value in parameters.items()
+        if value is not None
+        and name not in SAMPLING_OPTIONS
+        and name not in LLAMA_SERVER_OPTIONS
+        and name not in RUNNER_OPTIONS
+        and name not in ("num_predict", "stop")
+    )
+    if dropped:
+        raise TranslationError(f'parameters: "{dropped[0]}" is not an option llamaproxy can keep for a model')
+    return options.runner_params, options.sampling
+
+
 def validate(schema: type[BaseModel], payload: dict[str, Any]) -> Any:
     try:
         return schema.model_validate(payload)

@@ -482,13 +482,13 @@ def _untagged(name: str) -> str:
     return name.strip().removesuffix(":latest")
 
 
-async def catalog_service(function_name: str, *args: str) -> None:
+async def catalog_service(function_name: str, *args: Any) -> Any:
     """Call a `models_catalog.services` function; its CatalogError becomes an Ollama error."""
     from models_catalog import services
     from models_catalog.errors import CatalogError
 
     try:
-        await sync_to_async(getattr(services, function_name), thread_sensitive=False)(*args)
+        return await sync_to_async(getattr(services, function_name), thread_sensitive=False)(*args)
     except CatalogError as exc:
         raise FaceError(400 if exc.status == 409 else exc.status, exc.message) from None
     finally:
@@ -532,7 +532,6 @@ NOT_BUILT = {
     "pull": "pulling models is not supported by llamaproxy yet: put the GGUF file in a models folder "
     "(LLAMAPROXY_MODELS_DIRS) and rescan from the dashboard",
     "push": "pushing models is not supported by llamaproxy",
-    "create": "creating models is not supported by llamaproxy yet: add a variant or an alias in the dashboard",
 }
 
 
@@ -558,4 +557,37 @@ async def push(request: HttpRequest) -> HttpResponse:
 
 @api.post("/api/create", include_in_schema=False)
 async def create(request: HttpRequest) -> HttpResponse:
-    return ollama_error(501, NOT_BUILT["create"])
+    """`ollama create` from an existing model: a variant of its catalog entry (the same file)
+    with the Modelfile's parameters over the entry's own runner settings and sampling defaults.
+    Creating over a model made so replaces it, as Ollama does."""
+    ctx = new_context(request, "create")
+    try:
+        key = await authorize(request, ctx)
+        parsed = parse(request, t.CreateRequest)
+        name = _untagged(parsed.model_name)
+        if not name:
+            raise FaceError(400, "model is required")
+        if not parsed.from_:
+            raise FaceError(
+                400, "from: the model to create from is required (llamaproxy creates variants of its models)"
+            )
+        try:
+            runner_params, sampling = t.create_settings(parsed)
+        except t.TranslationError as exc:
+            raise FaceError(400, str(exc)) from None
+        base = await resolve(parsed.from_, key)
+        if base.kind == "whisper":
+            raise FaceError(400, f'"{parsed.from_}" is a speech-to-text model')
+        _entry, replaced = await catalog_service("create_variant", base.name, name, runner_params, sampling)
+        if replaced:
+            await scheduler_unload(name)  # its runner ran with the settings replaced
+    except FaceError as exc:
+        return face_error_response(exc)
+    steps = [
+        {"status": f"using the file of {base.name}"},
+        {"status": "writing runner settings"},
+        {"status": "success"},
+    ]
+    if parsed.stream is False:
+        return JsonResponse(steps[-1])
+    return HttpResponse(b"".join(json.dumps(step).encode() + b"\n" for step in steps), content_type=NDJSON)

@@ -343,3 +343,51 @@ def test_the_openapi_schema_documents_the_catalog_routes(api: Client, library: d
         "/api/manage/backups",
     ):
         assert path in paths
+
+
+def test_a_variant_is_created_over_its_bases_settings_and_survives_a_scan(
+    api: Client,
+    library: dict[str, Path],
+    events: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from models_catalog import services
+    from models_catalog.errors import CatalogError
+
+    assert (
+        patch(api, "tiny-chat", {"parameters": {"threads": 1}, "sampling": {"top_k": 5}}).status_code == 200
+    )
+    events.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        entry, replaced = services.create_variant(
+            "tiny-chat", "tiny-long", {"ctx_size": 2048}, {"temperature": 0.5}
+        )
+    assert not replaced and entry.base.name == "tiny-chat" and entry.path == str(library["tiny"])
+    assert entry.source == CatalogModel.Source.MANUAL and entry.architecture and entry.capabilities
+    assert entry.settings.parameters == {"threads": 1, "ctx_size": 2048}
+    assert entry.settings.sampling == {"top_k": 5, "temperature": 0.5}
+    assert [(e["type"], e["names"]) for e in events] == [("catalog.changed", ["tiny-long"])]
+
+    # A variant of the variant has the file's own entry as its base, and the variant's settings.
+    child, _ = services.create_variant("tiny-long", "tiny-longer", {}, {})
+    assert child.base.name == "tiny-chat" and child.settings.parameters["ctx_size"] == 2048
+
+    again, replaced = services.create_variant("tiny-chat", "tiny-long", {}, {})
+    assert replaced and again.settings.parameters == {"threads": 1}
+
+    # Names of scanned entries, aliases and bad settings are refused, and nothing changes.
+    before = CatalogModel.objects.count()
+    for name, parameters, field in [
+        ("tiny-chat", {}, "model"),
+        ("big-model", {}, "model"),
+        ("new-one", {"ctx_size": "huge"}, "parameters.ctx_size"),
+        ("", {}, "model"),
+    ]:
+        with pytest.raises(CatalogError) as refused:
+            services.create_variant("tiny-chat", name, parameters, {})
+        assert refused.value.field == field
+    assert CatalogModel.objects.count() == before
+
+    scan_models(force=True)
+    kept = CatalogModel.objects.get(name="tiny-long")
+    assert kept.base.name == "tiny-chat" and kept.settings.parameters == {"threads": 1}

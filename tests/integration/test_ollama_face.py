@@ -228,6 +228,46 @@ def test_copy_makes_an_alias_and_delete_removes_it_but_never_the_file(client: ol
     assert (stack.models_dir / "tiny-chat.gguf").exists()
 
 
+def test_create_from_a_model_makes_a_variant_with_the_modelfile_parameters(
+    client: ollama.Client, stack
+) -> None:
+    progress = list(
+        client.create(
+            "tiny-chat-long",
+            from_="tiny-chat:latest",
+            parameters={"num_ctx": 1536, "temperature": 0.25, "num_predict": 5},
+            stream=True,
+        )
+    )
+    assert progress[-1].status == "success" and len(progress) > 1
+    assert "tiny-chat-long:latest" in {m.model for m in client.list().models}
+    shown = httpx.get(
+        stack.url("dashboard") + "/api/manage/models/tiny-chat-long", headers=stack.admin_headers()
+    ).json()
+    assert shown["base"] == "tiny-chat" and shown["path"].endswith("tiny-chat.gguf")
+    assert shown["settings"]["parameters"]["ctx_size"] == 1536
+    assert shown["settings"]["sampling"] == {"temperature": 0.25, "max_tokens": 5}
+
+    # The variant runs with its own context, and its default num_predict ends the answer.
+    answer = client.generate(model="tiny-chat-long", prompt="hi", options={"ignore_eos": True})
+    assert answer.done and answer.eval_count == 5
+    loaded = {m.model: m for m in client.ps().models}
+    assert loaded["tiny-chat-long:latest"].context_length == 1536
+
+    # Creating it again replaces it (and its runner), as Ollama does; not stream → one object.
+    again = client.create("tiny-chat-long", from_="tiny-chat", parameters={"num_ctx": 1024})
+    assert again.status == "success"
+    shown = httpx.get(
+        stack.url("dashboard") + "/api/manage/models/tiny-chat-long", headers=stack.admin_headers()
+    ).json()
+    assert shown["settings"]["parameters"]["ctx_size"] == 1024 and shown["settings"]["sampling"] == {}
+    assert wait_until(lambda: "tiny-chat-long:latest" not in loaded_names(client))
+
+    assert client.delete("tiny-chat-long").status == "success"
+    assert "tiny-chat-long:latest" not in {m.model for m in client.list().models}
+    assert (stack.models_dir / "tiny-chat.gguf").exists()
+
+
 def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, stack) -> None:
     with pytest.raises(ollama.ResponseError) as missing:
         client.chat(model="no-such-model", messages=[{"role": "user", "content": "x"}])
@@ -251,7 +291,27 @@ def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, s
         ("POST", "/api/embed", json.dumps({"model": "tiny-chat", "input": "x"}).encode(), 400),
         ("POST", "/api/show", json.dumps({"model": "nope"}).encode(), 404),
         ("POST", "/api/pull", json.dumps({"model": "llama3:8b"}).encode(), 501),
-        ("POST", "/api/create", json.dumps({"model": "x"}).encode(), 501),
+        ("POST", "/api/create", json.dumps({"model": "x"}).encode(), 400),
+        ("POST", "/api/create", json.dumps({"model": "x", "from": "nope"}).encode(), 404),
+        (
+            "POST",
+            "/api/create",
+            json.dumps({"model": "x", "from": "tiny-chat", "system": "Be brief."}).encode(),
+            400,
+        ),
+        ("POST", "/api/create", json.dumps({"model": "tiny-embed", "from": "tiny-chat"}).encode(), 400),
+        (
+            "POST",
+            "/api/create",
+            json.dumps({"model": "x", "from": "tiny-chat", "parameters": {"num_ctx": "big"}}).encode(),
+            400,
+        ),
+        (
+            "POST",
+            "/api/create",
+            json.dumps({"model": "x", "from": "tiny-chat", "parameters": {"seed": 42}}).encode(),
+            400,
+        ),
         ("GET", "/api/nothing-here", b"", 404),
     ]
     for method, path, content, status in cases:

@@ -460,3 +460,37 @@ def test_parameter_sizes_read_like_ollamas() -> None:
     assert t.parameter_size(8_030_000_000) == "8.0B"
     assert t.parameter_size(1_240_000) == "1.2M"
     assert t.parameter_size(None, "7B") == "7B"
+
+
+def create(**body: Any) -> t.CreateRequest:
+    return t.validate(t.CreateRequest, {"model": "mine", "from": "base", **body})
+
+
+def test_create_takes_a_modelfiles_parameters_as_runner_settings_and_sampling_defaults() -> None:
+    parsed = create(
+        parameters={"num_ctx": 8192, "num_gpu": 0, "temperature": 0.3, "top_k": 20, "num_predict": 64}
+    )
+    assert parsed.from_ == "base" and parsed.model_name == "mine"
+    runner, sampling = t.create_settings(parsed)
+    assert runner == {"ctx_size": 8192, "n_gpu_layers": 0}
+    assert sampling == {"temperature": 0.3, "top_k": 20, "max_tokens": 64}
+    assert t.create_settings(create()) == ({}, {})
+    # Empty values of the fields a variant cannot keep are what some clients always send.
+    assert t.create_settings(create(system="", template=None, files={})) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"system": "Be brief."}, "system"),
+        ({"template": "{{ .Prompt }}"}, "template"),
+        ({"files": {"m.gguf": "sha256:" + "0" * 64}}, "files"),
+        ({"adapters": {"l.gguf": "sha256:" + "0" * 64}}, "adapters"),
+        ({"quantize": "q4_K_M"}, "quantize"),
+        ({"parameters": {"use_mmap": True}}, "use_mmap"),
+        ({"parameters": {"num_ctx": "big"}}, "num_ctx"),
+    ],
+)
+def test_create_refuses_what_a_variant_cannot_keep_naming_it(body: dict[str, Any], named: str) -> None:
+    with pytest.raises(t.TranslationError, match=named):
+        t.create_settings(create(**body))
