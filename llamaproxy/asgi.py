@@ -122,9 +122,10 @@ class LeanASGIHandler(ASGIHandler):
             return
         await self.handle_body(scope, body_file, receive, send)
 
-    async def handle_direct(self, scope, body: bytes, send) -> None:
-        """A request daphne's direct lane took (see daphne_tuning.direct_lane): its body came whole."""
-        await self.handle_body(scope, io.BytesIO(body), None, send)
+    async def handle_direct(self, scope, body, send) -> None:
+        """A request daphne's direct lane took (see daphne_tuning.direct_lane): its body came
+        whole, as bytes or (an upload) as the file Twisted received it into."""
+        await self.handle_body(scope, io.BytesIO(body) if isinstance(body, bytes) else body, None, send)
 
     async def handle_body(self, scope, body_file, receive, send):
         prefix = get_script_prefix(scope)  # daphne's root path: "" unless configured
@@ -239,6 +240,10 @@ if os.environ.get("LLAMAPROXY_PROCESS") == "gateway":
         {(int(port), path.encode()) for port, path in fast_lane.routes},
         lean_app.handle_direct,
         settings.FILE_UPLOAD_MAX_MEMORY_SIZE,
+        # Ollama's blob uploads (model files) are read from Twisted's file, never queued in memory.
+        {(int(settings.LLAMAPROXY_PORTS["ollama"]), b"/api/blobs/")}
+        if settings.LLAMAPROXY_PORTS.get("ollama")
+        else (),
     )
 
 

@@ -234,12 +234,21 @@ class DirectSend:
         self.request.handle_reply(message)  # it ignores a request that is finished or gone
 
 
-DirectHandler = Callable[[dict, bytes, DirectSend], Awaitable[None]]
+DirectHandler = Callable[[dict, Any, DirectSend], Awaitable[None]]  # body: bytes, or a file (file_routes)
 
 
-def direct_lane(routes: Collection[tuple[int, bytes]], handle: DirectHandler, max_body: int) -> None:
+def direct_lane(
+    routes: Collection[tuple[int, bytes]],
+    handle: DirectHandler,
+    max_body: int,
+    file_routes: Collection[tuple[int, bytes]] = (),
+) -> None:
     """Hand daphne's POST requests for `routes` (local port, path) to `handle(scope, body, send)`,
     run as the request's application instance, instead of going through ASGI's machinery.
+
+    Requests whose path starts with one of `file_routes` (local port, path prefix; uploads of
+    any size) are handed over with `body` the file Twisted received the body into, whatever its
+    size: daphne would queue the whole body in memory as ASGI messages first.
 
     Only the plain case is taken: a request with anything daphne treats specially (an upgrade,
     a root path header, an invalid header value, proxy headers configured, a query string that
@@ -291,8 +300,15 @@ def direct_lane(routes: Collection[tuple[int, bytes]], handle: DirectHandler, ma
             "server": [str(host.host), host.port],
         }
 
+    def as_file(request: Any) -> bool:
+        port, path = request.host.port, request.path
+        return b"%" not in path and any(port == p and path.startswith(prefix) for p, prefix in file_routes)
+
     def process(self: Any) -> Any:
-        if self.method != b"POST" or (self.host.port, self.path) not in routes:
+        if self.method != b"POST":
+            return original(self)
+        whole = (self.host.port, self.path) in routes
+        if not whole and not (file_routes and as_file(self)):
             return original(self)
         self.request_start = time.time()
         try:
@@ -300,11 +316,11 @@ def direct_lane(routes: Collection[tuple[int, bytes]], handle: DirectHandler, ma
             if scope is not None:
                 content = self.content
                 content.seek(0, 0)
-                body = content.read(max_body + 1)
+                body = content.read(max_body + 1) if whole else content
         except Exception:  # whatever it was, daphne's own path meets it too and answers for it
             scope = None
         connection = self.server.connections.get(self)
-        if scope is None or len(body) > max_body or connection is None:
+        if scope is None or (whole and len(body) > max_body) or connection is None:
             return original(self)  # (not connected any more: daphne finds that out again)
         self.client_addr, self.server_addr = scope["client"], scope["server"]
         self.client_scheme, self.query_string = scope["scheme"], scope["query_string"]

@@ -94,37 +94,83 @@ def update_model(name: str, changes: dict[str, Any]) -> CatalogModel:
 
 def create_variant(
     base_name: str, name: str, parameters: dict[str, Any], sampling: dict[str, Any]
-) -> tuple[CatalogModel, bool]:
+) -> tuple[CatalogModel, CatalogModel | None]:
     """A variant of `base_name` called `name`: its file, its runner settings with `parameters`
-    and `sampling` merged over them (Ollama's `/api/create` from an existing model). A name that
-    is already a variant made so is made again (Ollama replaces a model it creates over); any
-    other name in use is refused. Returns the entry and whether it replaced one."""
+    and `sampling` merged over them (Ollama's `/api/create` from an existing model). Returns the
+    entry and the one it replaced (see `_created`)."""
     base = get_model(base_name)
+    name = _creatable_name(name, base)
+    settings = _new_settings(settings_of(base), parameters, sampling)
+    return _created(name, lambda: base.new_variant(name, CatalogModel.Source.MANUAL), settings)
+
+
+def create_from_file(
+    name: str, path: str, parameters: dict[str, Any], sampling: dict[str, Any], digest: str = ""
+) -> tuple[CatalogModel, CatalogModel | None]:
+    """An entry called `name` for the GGUF file at `path` (Ollama's `/api/create` from an
+    uploaded file), with default runner settings and `parameters`/`sampling` over them;
+    `digest`, when the caller knows the file's sha256, spares hashing it again."""
+    from models_catalog.discovery import catalog_folders, read_entry_file
+
+    name = _creatable_name(name)
+    settings = _new_settings(None, parameters, sampling)
+    folder = next((f for f in catalog_folders() if os.path.dirname(path) == f.path.rstrip(os.sep)), None)
+    entry = CatalogModel(name=name, path=path, source=CatalogModel.Source.MANUAL, folder=folder)
+    read_entry_file(entry)
+    if entry.state != CatalogModel.State.AVAILABLE:
+        raise CatalogError(
+            f"the file is not a model llamaproxy can read: {entry.error or entry.state}", field="files"
+        )
+    if digest:
+        entry.digest, entry.digest_mtime = digest, os.stat(path).st_mtime
+    return _created(name, lambda: entry, settings)
+
+
+def _creatable_name(name: str, base: CatalogModel | None = None) -> str:
+    """`name` when a created model may take it: a free name, or one that a model created so
+    already has (Ollama replaces a model it creates over); any other name in use is refused."""
     name = name.strip()
     if not name or len(name) > 200:
         raise CatalogError("a model name must have 1 to 200 characters", field="model")
     existing = resolve_model(name)
-    replaced = existing is not None
     if existing is not None:
-        if existing.name != name or existing.base_id is None or existing.source != CatalogModel.Source.MANUAL:
+        if existing.name != name or existing.source != CatalogModel.Source.MANUAL:
             raise CatalogError(f"{name!r} is already the name of another model", field="model", status=409)
-        if existing.pk == base.pk:
+        if base is not None and existing.pk in (base.pk, base.base_id):
             raise CatalogError(f"{name!r} cannot be made from itself", field="from", status=409)
+    return name
+
+
+def _new_settings(
+    source: RunnerSettings | None, parameters: dict[str, Any], sampling: dict[str, Any]
+) -> RunnerSettings:
+    """Unsaved settings: a copy of `source` (or the defaults) with parameters and sampling merged."""
     settings = RunnerSettings()
-    for field in SETTINGS_FIELDS:
-        value = getattr(settings_of(base), field)
+    for field in SETTINGS_FIELDS if source is not None else ():
+        value = getattr(source, field)
         setattr(settings, field, value.copy() if isinstance(value, dict | list) else value)
     clean = validate_settings_changes({"parameters": parameters, "sampling": sampling}, settings)
     for field, value in clean.items():
         setattr(settings, field, value)
+    return settings
+
+
+def _created(name: str, make: Any, settings: RunnerSettings) -> tuple[CatalogModel, CatalogModel | None]:
+    """Save the entry `make()` gives with `settings`, in place of a created model of that name;
+    returns it and the entry it replaced (deleted, its fields still there to read)."""
     with transaction.atomic():
-        if existing is not None:
-            existing.delete()
-        entry = base.new_variant(name, CatalogModel.Source.MANUAL)
+        replaced = CatalogModel.objects.filter(name=name).first()
+        if replaced is not None:
+            replaced.delete()
+        entry = make()
         entry.save()
         settings.model = entry
         settings.save()
         transaction.on_commit(lambda: catalog_changed("update", names=[entry.name]))
+    if replaced is not None:
+        from models_catalog.blobs import prune_blob
+
+        prune_blob(replaced.path)
     return entry, replaced
 
 
@@ -180,10 +226,14 @@ def remove_alias(name: str, alias: str) -> CatalogModel:
 
 
 def delete_model(name: str) -> str:
-    """Remove a catalog entry with its settings; the file stays (a scan finds it again, with defaults)."""
+    """Remove a catalog entry with its settings; the file stays (a scan finds it again, with
+    defaults), unless it is a blob uploaded for `ollama create` that no entry uses any more."""
+    from models_catalog.blobs import prune_blob
+
     model = get_model(name)
     deleted = model.name
     model.delete()
+    prune_blob(model.path)  # a file uploaded for `ollama create` goes with its last entry
     catalog_changed("delete", names=[deleted])
     return deleted
 

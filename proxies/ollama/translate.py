@@ -86,13 +86,15 @@ class CopyRequest(BaseModel):
 
 
 class CreateRequest(BaseModel):
-    """`ollama create`: a new model from an existing one (`from`) with its own `parameters`."""
+    """`ollama create`: a new model from an existing one (`from`) or an uploaded GGUF (`files`),
+    with its own `parameters`."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     model: StrictStr | None = None
     name: StrictStr | None = None  # older clients send `name`
     from_: StrictStr | None = Field(None, alias="from")
+    files: dict[str, StrictStr] | None = None
     parameters: dict[str, Any] | None = None
     stream: StrictBool | None = None
 
@@ -103,8 +105,6 @@ class CreateRequest(BaseModel):
 
 # What `ollama create` may send that a variant of a catalog entry cannot keep.
 CREATE_UNSUPPORTED = {
-    "files": "creating a model from uploaded files is not supported by llamaproxy: put the GGUF file in a "
-    "models folder (LLAMAPROXY_MODELS_DIRS) and rescan, then create from that model",
     "adapters": "LoRA adapters are not supported by /api/create in llamaproxy: set --lora in the model's "
     "extra arguments in the dashboard",
     "quantize": "llamaproxy does not quantize models",

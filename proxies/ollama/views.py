@@ -23,6 +23,7 @@ from ninja import NinjaAPI
 from ninja.errors import ValidationError as NinjaValidationError
 
 from llamaproxy.http_errors import bad_request_with, method_not_allowed_with
+from models_catalog import blobs
 from proxies.catalog_view import ModelView, catalog_view
 from proxies.gateway import (
     FaceError,
@@ -555,11 +556,40 @@ async def push(request: HttpRequest) -> HttpResponse:
     return ollama_error(501, NOT_BUILT["push"])
 
 
+@api.api_operation(["HEAD"], "/api/blobs/{digest}", include_in_schema=False)
+async def blob_exists(request: HttpRequest, digest: str) -> HttpResponse:
+    """200 when the blob was uploaded (or a model created from it still has it), else 404."""
+    ctx = new_context(request, "blobs")
+    try:
+        await authorize(request, ctx)
+        path = blobs.blob_path(digest)
+    except FaceError as exc:
+        return face_error_response(exc)
+    except blobs.BlobError as exc:
+        return ollama_error(exc.status, exc.message)
+    return HttpResponse(status=200 if path.exists() else 404)
+
+
+@api.post("/api/blobs/{digest}", include_in_schema=False)
+async def blob_upload(request: HttpRequest, digest: str) -> HttpResponse:
+    """Take an upload whose sha256 is `digest` (201); another content is a 400 and is not kept."""
+    ctx = new_context(request, "blobs")
+    try:
+        await authorize(request, ctx)
+        await sync_to_async(blobs.store_blob, thread_sensitive=False)(request, digest)
+    except FaceError as exc:
+        return face_error_response(exc)
+    except blobs.BlobError as exc:
+        return ollama_error(exc.status, exc.message)
+    return HttpResponse(status=201)
+
+
 @api.post("/api/create", include_in_schema=False)
 async def create(request: HttpRequest) -> HttpResponse:
-    """`ollama create` from an existing model: a variant of its catalog entry (the same file)
-    with the Modelfile's parameters over the entry's own runner settings and sampling defaults.
-    Creating over a model made so replaces it, as Ollama does."""
+    """`ollama create`. From an existing model (`from`): a variant of its catalog entry (the same
+    file) with the Modelfile's parameters over the entry's own runner settings and sampling
+    defaults. From an uploaded GGUF (`files`, see models_catalog/blobs.py): an entry for the blob. Creating over
+    a model made so replaces it, as Ollama does."""
     ctx = new_context(request, "create")
     try:
         key = await authorize(request, ctx)
@@ -567,24 +597,35 @@ async def create(request: HttpRequest) -> HttpResponse:
         name = _untagged(parsed.model_name)
         if not name:
             raise FaceError(400, "model is required")
-        if not parsed.from_:
-            raise FaceError(
-                400, "from: the model to create from is required (llamaproxy creates variants of its models)"
-            )
+        if bool(parsed.from_) == bool(parsed.files):
+            raise FaceError(400, "from: give the model to create from, or the GGUF file's blob in files")
         try:
             runner_params, sampling = t.create_settings(parsed)
         except t.TranslationError as exc:
             raise FaceError(400, str(exc)) from None
-        base = await resolve(parsed.from_, key)
-        if base.kind == "whisper":
-            raise FaceError(400, f'"{parsed.from_}" is a speech-to-text model')
-        _entry, replaced = await catalog_service("create_variant", base.name, name, runner_params, sampling)
-        if replaced:
-            await scheduler_unload(name)  # its runner ran with the settings replaced
+        if parsed.files:
+            try:
+                file_name, blob = blobs.gguf_file(parsed.files)
+            except blobs.BlobError as exc:
+                raise FaceError(exc.status, exc.message) from None
+            source = f"the uploaded {file_name}"
+            digest = "sha256:" + blob.name.removeprefix("sha256-")
+            created = await catalog_service(
+                "create_from_file", name, str(blob), runner_params, sampling, digest
+            )
+        else:
+            base = await resolve(parsed.from_, key)
+            if base.kind == "whisper":
+                raise FaceError(400, f'"{parsed.from_}" is a speech-to-text model')
+            source = f"the file of {base.name}"
+            created = await catalog_service("create_variant", base.name, name, runner_params, sampling)
+        replaced = created[1]
+        if replaced is not None:
+            await scheduler_unload(name)  # its runner ran with what was replaced
     except FaceError as exc:
         return face_error_response(exc)
     steps = [
-        {"status": f"using the file of {base.name}"},
+        {"status": f"using {source}"},
         {"status": "writing runner settings"},
         {"status": "success"},
     ]

@@ -362,7 +362,7 @@ def test_a_variant_is_created_over_its_bases_settings_and_survives_a_scan(
         entry, replaced = services.create_variant(
             "tiny-chat", "tiny-long", {"ctx_size": 2048}, {"temperature": 0.5}
         )
-    assert not replaced and entry.base.name == "tiny-chat" and entry.path == str(library["tiny"])
+    assert replaced is None and entry.base.name == "tiny-chat" and entry.path == str(library["tiny"])
     assert entry.source == CatalogModel.Source.MANUAL and entry.architecture and entry.capabilities
     assert entry.settings.parameters == {"threads": 1, "ctx_size": 2048}
     assert entry.settings.sampling == {"top_k": 5, "temperature": 0.5}
@@ -373,7 +373,7 @@ def test_a_variant_is_created_over_its_bases_settings_and_survives_a_scan(
     assert child.base.name == "tiny-chat" and child.settings.parameters["ctx_size"] == 2048
 
     again, replaced = services.create_variant("tiny-chat", "tiny-long", {}, {})
-    assert replaced and again.settings.parameters == {"threads": 1}
+    assert replaced.name == "tiny-long" and again.settings.parameters == {"threads": 1}
 
     # Names of scanned entries, aliases and bad settings are refused, and nothing changes.
     before = CatalogModel.objects.count()
@@ -391,3 +391,31 @@ def test_a_variant_is_created_over_its_bases_settings_and_survives_a_scan(
     scan_models(force=True)
     kept = CatalogModel.objects.get(name="tiny-long")
     assert kept.base.name == "tiny-chat" and kept.settings.parameters == {"threads": 1}
+
+
+def test_an_uploaded_blob_becomes_an_entry_and_goes_with_its_last_one(
+    api: Client, library: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import hashlib
+    import io
+
+    from models_catalog import blobs, services
+
+    monkeypatch.setattr(blobs, "blob_dir", lambda: tmp_path / "home" / "blobs")
+    data = library["tiny"].read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert blobs.store_blob(io.BytesIO(data), digest) is True
+    assert blobs.store_blob(io.BytesIO(data), digest) is False  # kept once
+    _name, blob = blobs.gguf_file({"mine.gguf": digest})
+    entry, _ = services.create_from_file("mine", str(blob), {"ctx_size": 1024}, {}, digest)
+    assert entry.base is None and entry.folder is None and entry.architecture == "llama"
+    assert entry.digest == digest and services.ensure_digest(entry) == digest
+    services.create_variant("mine", "mine-small", {"ctx_size": 512}, {})
+
+    scan_models(force=True)  # a file outside the folders: kept, as an imported one is
+    assert CatalogModel.objects.get(name="mine").state == CatalogModel.State.AVAILABLE
+
+    assert api.delete(f"{API}/models/mine").status_code == 200
+    assert not blob.exists() and not CatalogModel.objects.filter(name__startswith="mine").exists()
+    assert library["tiny"].exists()
+    assert api.delete(f"{API}/models/tiny-chat").status_code == 200 and library["tiny"].exists()

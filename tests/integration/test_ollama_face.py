@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -266,6 +267,67 @@ def test_create_from_a_model_makes_a_variant_with_the_modelfile_parameters(
     assert client.delete("tiny-chat-long").status == "success"
     assert "tiny-chat-long:latest" not in {m.model for m in client.list().models}
     assert (stack.models_dir / "tiny-chat.gguf").exists()
+
+
+def test_create_from_an_uploaded_gguf_keeps_the_blob_until_its_last_model_is_deleted(
+    client: ollama.Client, stack, tmp_path
+) -> None:
+    source = write_tiny_model(
+        tmp_path / "Uploaded.gguf", name="uploaded", seed=5, chat_template=CHATML_TEMPLATE
+    )[0]
+    digest = "sha256:" + hashlib.sha256(source.read_bytes()).hexdigest()
+    blob_url = stack.url("ollama") + "/api/blobs/"
+    assert httpx.head(blob_url + digest).status_code == 404
+    assert client.create_blob(source) == digest
+    assert httpx.head(blob_url + digest).status_code == 200
+    assert httpx.post(blob_url + digest, content=source.read_bytes()).status_code == 201  # again: kept once
+
+    progress = list(
+        client.create("my-upload", files={"Uploaded.gguf": digest}, parameters={"num_ctx": 1024}, stream=True)
+    )
+    assert progress[-1].status == "success"
+    listed = {m.model: m for m in client.list().models}
+    assert listed["my-upload:latest"].digest == digest.removeprefix("sha256:")
+    assert listed["my-upload:latest"].size == source.stat().st_size
+    answer = client.generate(model="my-upload", prompt="hi", options=FIXED)
+    assert answer.done and answer.eval_count == FIXED["num_predict"]
+    loaded = {m.model: m for m in client.ps().models}
+    assert loaded["my-upload:latest"].context_length == 1024
+
+    # Created again from the same blob (nothing to upload): replaced, the blob kept.
+    assert client.create("my-upload", files={"Uploaded.gguf": digest}).status == "success"
+    assert httpx.head(blob_url + digest).status_code == 200
+    assert client.delete("my-upload").status == "success"
+    assert httpx.head(blob_url + digest).status_code == 404
+    assert "my-upload:latest" not in {m.model for m in client.list().models}
+    assert source.exists()
+
+
+def test_blobs_and_files_that_cannot_make_a_model_are_refused(client: ollama.Client, stack) -> None:
+    blob_url = stack.url("ollama") + "/api/blobs/"
+    zeros = "sha256:" + "0" * 64
+    wrong = httpx.post(blob_url + zeros, content=b"not these bytes")
+    assert wrong.status_code == 400 and "digest mismatch" in wrong.json()["error"]
+    assert httpx.head(blob_url + zeros).status_code == 404
+    assert httpx.post(blob_url + "md5:abc", content=b"x").status_code == 400
+    assert httpx.head(blob_url + "nonsense").status_code == 400
+
+    text = b"this is not a model"
+    digest = "sha256:" + hashlib.sha256(text).hexdigest()
+    assert httpx.post(blob_url + digest, content=text).status_code == 201
+    cases = [
+        ({"model": "m", "files": {"m.gguf": digest}}, "not a model"),
+        ({"model": "m", "files": {"m.gguf": zeros}}, "no blob"),
+        ({"model": "m", "files": {"a.gguf": digest, "b.gguf": digest}}, "exactly one GGUF"),
+        ({"model": "m", "files": {"model.safetensors": digest}}, "exactly one GGUF"),
+        ({"model": "m", "files": {"m.gguf": digest}, "from": "tiny-chat"}, "from"),
+        ({"model": "m", "files": {"m.gguf": 5}}, "files"),
+    ]
+    for body, message in cases:
+        response = httpx.post(stack.url("ollama") + "/api/create", json=body, timeout=30)
+        assert response.status_code == 400, (body, response.text)
+        assert message in response.json()["error"], (body, response.text)
+    assert "m:latest" not in {m.model for m in client.list().models}
 
 
 def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, stack) -> None:

@@ -18,6 +18,7 @@ from llamaproxy.daphne_tuning import DirectSend, abort, body_writer, direct_lane
 PORT = 8585
 ROUTE = b"/v1/completions"
 BODY = b'{"model": "tiny-chat", "prompt": "Hello"}'
+UPLOADS = b"/api/blobs/"
 
 
 class Transport:
@@ -108,7 +109,7 @@ def lane(monkeypatch):
     async def handle(scope: dict, body: bytes, send: DirectSend) -> None:
         calls.append((scope, body, send))
 
-    direct_lane({(PORT, ROUTE)}, handle, max_body=1024)
+    direct_lane({(PORT, ROUTE)}, handle, max_body=1024, file_routes={(PORT, UPLOADS)})
     yield calls
     if hasattr(WebRequest, "_llamaproxy_direct"):
         del WebRequest._llamaproxy_direct
@@ -158,6 +159,27 @@ async def test_anything_out_of_the_plain_case_goes_daphnes_own_way(lane, case) -
     assert lane == []
     assert server.created or transport.sends  # an application instance, or daphne's own 400
     assert "application_instance" not in server.connections[request]
+
+
+async def test_an_upload_gets_the_file_twisted_received_it_into_whatever_its_size(lane) -> None:
+    server = Server()
+    upload = b"\x00GGUF" * 100_000  # far over max_body
+    request, _ = web_request(server, uri=UPLOADS + b"sha256:ab", body=upload)
+    assert request.process() is None
+    await server.connections[request]["application_instance"]
+    ((scope, body, _send),) = lane
+    assert body is request.content and body.read() == upload  # the file itself, from its start
+    assert scope["path"] == "/api/blobs/sha256:ab"
+    assert server.created == []
+
+
+@pytest.mark.parametrize("uri", [b"/api/blobs/sha256%3Aab", b"/api/blob", b"/v1/api/blobs/x"])
+async def test_paths_outside_the_upload_prefixes_go_daphnes_own_way(lane, uri: bytes) -> None:
+    server = Server()
+    request, _ = web_request(server, uri=uri, body=b"x" * 2000)
+    request.process()
+    await asyncio.sleep(0)
+    assert lane == [] and server.created
 
 
 async def test_a_request_the_lane_cannot_read_goes_daphnes_own_way(lane) -> None:

@@ -484,7 +484,7 @@ def test_create_takes_a_modelfiles_parameters_as_runner_settings_and_sampling_de
     [
         ({"system": "Be brief."}, "system"),
         ({"template": "{{ .Prompt }}"}, "template"),
-        ({"files": {"m.gguf": "sha256:" + "0" * 64}}, "files"),
+        ({"files": {"m.gguf": 5}}, "files"),
         ({"adapters": {"l.gguf": "sha256:" + "0" * 64}}, "adapters"),
         ({"quantize": "q4_K_M"}, "quantize"),
         ({"parameters": {"use_mmap": True}}, "use_mmap"),

@@ -1,0 +1,99 @@
+"""Ollama's blobs: the files `ollama create` uploads (`HEAD`/`POST /api/blobs/sha256:<hex>`) before
+it names them in `/api/create`'s `files`.
+
+An upload is hashed while it is written to `<LLAMAPROXY_HOME>/blobs/` and kept only when its sha256
+is the digest it was sent under. A model created from a GGUF blob is a catalog entry whose file is
+the blob itself (as in Ollama's store: creating it again finds the blob and uploads nothing); scans
+keep such entries like any file outside the model folders, and deleting the last entry of a blob
+deletes the blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
+CHUNK = 1024 * 1024
+
+
+class BlobError(ValueError):
+    """A blob that cannot be taken: a malformed digest, content that does not hash to it, or a
+    digest nobody uploaded. `status` is the HTTP status Ollama answers with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def blob_dir() -> Path:
+    return Path(settings.LLAMAPROXY_HOME) / "blobs"
+
+
+def blob_path(digest: str) -> Path:
+    """Where the blob `sha256:<hex>` (or Ollama's file spelling `sha256-<hex>`) is kept."""
+    match = DIGEST_RE.match(digest or "")
+    if match is None:
+        raise BlobError(f"invalid digest {digest[:80]!r}: expected sha256:<64 hex digits>")
+    return blob_dir() / f"sha256-{match[1]}"
+
+
+def store_blob(source: Any, digest: str) -> bool:
+    """Write what `source.read(n)` gives into the blob `digest`; True when it was new. The upload
+    is hashed as it is written and a mismatch leaves nothing behind."""
+    target = blob_path(digest)
+    if target.exists():
+        while source.read(CHUNK):  # the body is the client's; take it all the same
+            pass
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    hasher = hashlib.sha256()
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+        if f"sha256-{hasher.hexdigest()}" != target.name:
+            raise BlobError(f"digest mismatch: the content's digest is sha256:{hasher.hexdigest()}")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return True
+
+
+def gguf_file(files: dict[str, Any]) -> tuple[str, Path]:
+    """The one GGUF blob `files` names (file name → digest), with its path; BlobError otherwise."""
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise BlobError("files: must be an object of file name → digest")
+    ggufs = [(name, digest) for name, digest in files.items() if name.lower().endswith(".gguf")]
+    if len(ggufs) != 1 or len(files) != 1:
+        raise BlobError(
+            "files: llamaproxy creates a model from exactly one GGUF file "
+            "(safetensors, projectors and split models go into a model folder instead)"
+        )
+    name, digest = ggufs[0]
+    path = blob_path(digest)
+    if not path.exists():
+        raise BlobError(f"files: no blob {digest} (upload it with POST /api/blobs/{digest} first)")
+    return name, path
+
+
+def prune_blob(path: str) -> bool:
+    """Delete a blob that no catalog entry uses any more; other files are never touched."""
+    from models_catalog.models import CatalogModel
+
+    blob = Path(path)
+    if blob.parent != blob_dir() or not DIGEST_RE.match(blob.name):
+        return False
+    if CatalogModel.objects.filter(path=path).exists():
+        return False
+    blob.unlink(missing_ok=True)
+    return True
