@@ -94,7 +94,7 @@ async def playground_chat(request: HttpRequest) -> HttpResponse:
         ctx.stream = bool(getattr(parsed, "stream", False))
         model = await resolve_model(parsed.model, None)
         payload["model"] = model.name
-        apply_sampling_defaults(payload, model)
+        apply_sampling_defaults(payload, model, path="/v1/chat/completions")
         lease = await acquire_runner(model, ctx)
     except FaceError as exc:
         record_failure(ctx, exc)

@@ -96,16 +96,20 @@ SAMPLING_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 def apply_sampling_defaults(
-    payload: dict[str, Any], model: ModelView, *, explicit: Iterable[str] = ()
+    payload: dict[str, Any], model: ModelView, *, explicit: Iterable[str] = (), path: str = ""
 ) -> bool:
     """Fill the model's sampling defaults (its RunnerSettings.sampling) into an OpenAI-style
     generation request (chat/completions or completions) wherever the request leaves them unset
     (absent or null). `explicit` names fields the client did set although the body lacks them
-    (Ollama's `num_predict: -1`). True when the payload changed."""
+    (Ollama's `num_predict: -1`). `path`, the runner's endpoint, says where a default system
+    prompt goes (see `apply_system_default`). True when the payload changed."""
     explicit = set(explicit)
     changed = False
     for name, value in model.sampling.items():
         if name not in SAMPLING_PARAMS or value is None:
+            continue
+        if name == "system":
+            changed = apply_system_default(payload, value, path) or changed
             continue
         fields = SAMPLING_FIELDS.get(name, (name,))
         if any(payload.get(field) is not None or field in explicit for field in fields):
@@ -117,6 +121,39 @@ def apply_sampling_defaults(
         payload[fields[0]] = value
         changed = True
     return changed
+
+
+SYSTEM_ROLES = ("system", "developer")
+
+
+def apply_system_default(payload: dict[str, Any], system: str, path: str) -> bool:
+    """Give a request that brings no system prompt of its own the model's default (Ollama's
+    Modelfile SYSTEM), in the shape of the runner's endpoint `path`: a first `system` message
+    of a chat, Anthropic's `system`, the Responses API's `instructions`. Raw completions have no
+    place for one. True when the payload changed."""
+
+    def has_system(items: Any) -> bool:
+        return not isinstance(items, list) or any(
+            isinstance(item, dict) and item.get("role") in SYSTEM_ROLES for item in items
+        )
+
+    if path.endswith("/chat/completions"):
+        if has_system(payload.get("messages")):
+            return False
+        payload["messages"] = [{"role": "system", "content": system}, *payload["messages"]]
+        return True
+    if path.endswith("/v1/messages"):
+        if payload.get("system"):
+            return False
+        payload["system"] = system
+        return True
+    if path.endswith("/v1/responses"):
+        items = payload.get("input")
+        if payload.get("instructions") or (isinstance(items, list) and has_system(items)):
+            return False
+        payload["instructions"] = system
+        return True
+    return False
 
 
 def context_size(model: ModelView) -> int | None:

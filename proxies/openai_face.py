@@ -131,7 +131,7 @@ async def relay_json_endpoint(
         payload, parsed = parse_body(request, schema)
         ctx.stream = bool(getattr(parsed, "stream", False))
         model = await resolve_model(parsed.model, key)
-        changed = generation and apply_sampling_defaults(payload, model)
+        changed = generation and apply_sampling_defaults(payload, model, path=upstream_path)
         if parsed.model != model.name:
             # The runner gets the catalog's name for an alias or for no name (the default model):
             # llama-server answers with its `--alias`, the catalog's name, whatever the request

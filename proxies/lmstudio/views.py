@@ -233,7 +233,7 @@ async def generation(
     except FaceError as exc:
         record_failure(ctx, exc)
         return face_error_response(exc)
-    apply_sampling_defaults(payload, model)
+    apply_sampling_defaults(payload, model, path=upstream_path)
     finish = finalizer(lease)
     try:
         runner = (await runners()).get(model.name, {})

@@ -269,6 +269,31 @@ def test_create_from_a_model_makes_a_variant_with_the_modelfile_parameters(
     assert (stack.models_dir / "tiny-chat.gguf").exists()
 
 
+def test_a_modelfiles_system_becomes_the_default_system_prompt_of_chats_without_one(
+    client: ollama.Client, stack
+) -> None:
+    system = "You answer every question in French, briefly and politely."
+    assert client.create("tiny-french", from_="tiny-chat", system=system).status == "success"
+    shown = httpx.post(stack.url("ollama") + "/api/show", json={"model": "tiny-french"}, timeout=30).json()
+    assert shown["system"] == system and f'SYSTEM """{system}"""' in shown["modelfile"]
+
+    def prompt_tokens(model: str, messages: list[dict]) -> int:
+        body = {"model": model, "messages": messages, "max_tokens": 1}
+        response = httpx.post(stack.url("ollama") + "/v1/chat/completions", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["usage"]["prompt_tokens"]
+
+    user = [{"role": "user", "content": "hi"}]
+    with_default = prompt_tokens("tiny-french", user)
+    assert with_default == prompt_tokens("tiny-chat", [{"role": "system", "content": system}, *user])
+    assert with_default > prompt_tokens("tiny-chat", user)
+    own = [{"role": "system", "content": "Be terse."}, *user]
+    assert prompt_tokens("tiny-french", own) == prompt_tokens("tiny-chat", own)  # its own one wins
+    answer = client.chat(model="tiny-french", messages=user, options=FIXED)
+    assert answer.done and answer.eval_count == FIXED["num_predict"]
+    assert client.delete("tiny-french").status == "success"
+
+
 def test_create_from_an_uploaded_gguf_keeps_the_blob_until_its_last_model_is_deleted(
     client: ollama.Client, stack, tmp_path
 ) -> None:

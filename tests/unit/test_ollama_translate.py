@@ -477,12 +477,13 @@ def test_create_takes_a_modelfiles_parameters_as_runner_settings_and_sampling_de
     assert t.create_settings(create()) == ({}, {})
     # Empty values of the fields a variant cannot keep are what some clients always send.
     assert t.create_settings(create(system="", template=None, files={})) == ({}, {})
+    assert t.create_settings(create(system="Answer in French.")) == ({}, {"system": "Answer in French."})
 
 
 @pytest.mark.parametrize(
     ("body", "named"),
     [
-        ({"system": "Be brief."}, "system"),
+        ({"system": ["Be brief."]}, "system"),
         ({"template": "{{ .Prompt }}"}, "template"),
         ({"files": {"m.gguf": 5}}, "files"),
         ({"adapters": {"l.gguf": "sha256:" + "0" * 64}}, "adapters"),

@@ -224,3 +224,60 @@ async def test_the_openai_face_sends_the_defaults_a_completion_lacks(relayed: di
     raw = b'{"model": "acme-chat", "prompt": "hi"}'
     body = await relay(relayed, make_view(sampling={"max_tokens": 5, "top_k": 2}), raw, "completions")
     assert json.loads(body) == {"model": "acme-chat", "prompt": "hi", "max_tokens": 5, "top_k": 2}
+
+
+SYSTEM = "Answer in French."
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "expected"),
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}]},
+            {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}]},
+        ),
+        ("/v1/messages", {"messages": [{"role": "user", "content": "hi"}]}, {"system": SYSTEM}),
+        ("/v1/responses", {"input": "hi"}, {"instructions": SYSTEM}),
+        ("/v1/responses", {"input": [{"role": "user", "content": "hi"}]}, {"instructions": SYSTEM}),
+    ],
+)
+def test_a_default_system_prompt_goes_where_the_endpoint_takes_one(
+    path: str, payload: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    model = make_view(sampling={"system": SYSTEM, "temperature": 0.5})
+    assert apply_sampling_defaults(payload, model, path=path)
+    assert payload["temperature"] == 0.5
+    assert ("system" in payload) == (path == "/v1/messages")  # a field only where the endpoint has one
+    for key, value in expected.items():
+        assert payload[key] == value
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "system", "content": "mine"}]}),
+        ("/v1/chat/completions", {"messages": [{"role": "developer", "content": "mine"}]}),
+        ("/v1/chat/completions", {"messages": "not a list"}),  # llama-server says what is wrong
+        ("/v1/messages", {"system": "mine", "messages": []}),
+        ("/v1/messages", {"system": [{"type": "text", "text": "mine"}], "messages": []}),
+        ("/v1/responses", {"instructions": "mine", "input": "hi"}),
+        ("/v1/responses", {"input": [{"role": "developer", "content": "mine"}]}),
+        ("/v1/completions", {"prompt": "raw text"}),
+        ("", {"messages": []}),  # (no endpoint named: no place known)
+    ],
+)
+def test_a_request_with_a_system_prompt_of_its_own_or_no_place_for_one_keeps_it(
+    path: str, payload: dict[str, Any]
+) -> None:
+    before = {**payload}
+    assert not apply_sampling_defaults(payload, make_view(sampling={"system": SYSTEM}), path=path)
+    assert payload == before
+
+
+def test_the_default_system_prompt_is_shown_as_ollama_shows_a_modelfiles() -> None:
+    model = make_view(sampling={"system": SYSTEM, "temperature": 0.5})
+    shown = ollama.show_response(model)
+    assert shown["system"] == SYSTEM and "system" not in shown["parameters"]
+    assert f'SYSTEM """{SYSTEM}"""' in shown["modelfile"]
+    assert "system" not in ollama.show_response(make_view())
