@@ -595,9 +595,9 @@ async def blob_upload(request: HttpRequest, digest: str) -> HttpResponse:
 @api.post("/api/create", include_in_schema=False)
 async def create(request: HttpRequest) -> HttpResponse:
     """`ollama create`. From an existing model (`from`): a variant of its catalog entry (the same
-    file) with the Modelfile's parameters over the entry's own runner settings and sampling
-    defaults. From an uploaded GGUF (`files`, see models_catalog/blobs.py): an entry for the blob. Creating over
-    a model made so replaces it, as Ollama does."""
+    file) with the Modelfile's parameters (and SYSTEM) over the entry's own runner settings and
+    sampling defaults. From an uploaded GGUF (`files`, see models_catalog/blobs.py): an entry
+    whose file is the blob. Creating over a model made so replaces it, as Ollama does."""
     ctx = new_context(request, "create")
     try:
         key = await authorize(request, ctx)
