@@ -114,6 +114,9 @@ def create_from_file(
 
     name = _creatable_name(name)
     settings = _new_settings(None, parameters, sampling)
+    owner = CatalogModel.objects.filter(path=path, base__isnull=True).exclude(name=name).first()
+    if owner is not None:  # another model has the file (one entry without a base per file)
+        return _created(name, lambda: owner.new_variant(name, CatalogModel.Source.MANUAL), settings)
     folder = next((f for f in catalog_folders() if os.path.dirname(path) == f.path.rstrip(os.sep)), None)
     entry = CatalogModel(name=name, path=path, source=CatalogModel.Source.MANUAL, folder=folder)
     read_entry_file(entry)

@@ -411,6 +411,9 @@ def test_an_uploaded_blob_becomes_an_entry_and_goes_with_its_last_one(
     assert entry.base is None and entry.folder is None and entry.architecture == "llama"
     assert entry.digest == digest and services.ensure_digest(entry) == digest
     services.create_variant("mine", "mine-small", {"ctx_size": 512}, {})
+    # The same file for another name: a variant of the entry that has it, with default settings.
+    other, _ = services.create_from_file("mine-too", str(blob), {}, {}, digest)
+    assert other.base.name == "mine" and other.settings.parameters == {}
 
     scan_models(force=True)  # a file outside the folders: kept, as an imported one is
     assert CatalogModel.objects.get(name="mine").state == CatalogModel.State.AVAILABLE
