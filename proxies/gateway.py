@@ -129,8 +129,10 @@ SYSTEM_ROLES = ("system", "developer")
 def apply_system_default(payload: dict[str, Any], system: str, path: str) -> bool:
     """Give a request that brings no system prompt of its own the model's default (Ollama's
     Modelfile SYSTEM), in the shape of the runner's endpoint `path`: a first `system` message
-    of a chat, Anthropic's `system`, the Responses API's `instructions`. Raw completions have no
+    of a chat, Anthropic's `system`, the Responses API's `instructions`; their token counts
+    (`.../input_tokens`, `/v1/messages/count_tokens`) count it as well. Raw completions have no
     place for one. True when the payload changed."""
+    path = path.removesuffix("/input_tokens").removesuffix("/count_tokens")
 
     def has_system(items: Any) -> bool:
         return not isinstance(items, list) or any(

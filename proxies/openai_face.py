@@ -25,6 +25,7 @@ from proxies.gateway import (
     FaceError,
     acquire_runner,
     apply_sampling_defaults,
+    apply_system_default,
     authorize,
     finalizer,
     new_context,
@@ -131,7 +132,11 @@ async def relay_json_endpoint(
         payload, parsed = parse_body(request, schema)
         ctx.stream = bool(getattr(parsed, "stream", False))
         model = await resolve_model(parsed.model, key)
-        changed = generation and apply_sampling_defaults(payload, model, path=upstream_path)
+        if generation:
+            changed = apply_sampling_defaults(payload, model, path=upstream_path)
+        else:  # a token count counts the default system prompt the generation would get
+            system = model.sampling.get("system")
+            changed = bool(system) and apply_system_default(payload, system, upstream_path)
         if parsed.model != model.name:
             # The runner gets the catalog's name for an alias or for no name (the default model):
             # llama-server answers with its `--alias`, the catalog's name, whatever the request

@@ -287,6 +287,11 @@ def test_a_modelfiles_system_becomes_the_default_system_prompt_of_chats_without_
     with_default = prompt_tokens("tiny-french", user)
     assert with_default == prompt_tokens("tiny-chat", [{"role": "system", "content": system}, *user])
     assert with_default > prompt_tokens("tiny-chat", user)
+    counted = httpx.post(
+        stack.url("ollama") + "/v1/chat/completions/input_tokens",
+        json={"model": "tiny-french", "messages": user},
+    )
+    assert counted.status_code == 200 and counted.json()["input_tokens"] == with_default
     own = [{"role": "system", "content": "Be terse."}, *user]
     assert prompt_tokens("tiny-french", own) == prompt_tokens("tiny-chat", own)  # its own one wins
     answer = client.chat(model="tiny-french", messages=user, options=FIXED)

@@ -240,6 +240,13 @@ SYSTEM = "Answer in French."
         ("/v1/messages", {"messages": [{"role": "user", "content": "hi"}]}, {"system": SYSTEM}),
         ("/v1/responses", {"input": "hi"}, {"instructions": SYSTEM}),
         ("/v1/responses", {"input": [{"role": "user", "content": "hi"}]}, {"instructions": SYSTEM}),
+        ("/v1/messages/count_tokens", {"messages": []}, {"system": SYSTEM}),
+        ("/v1/responses/input_tokens", {"input": "hi"}, {"instructions": SYSTEM}),
+        (
+            "/v1/chat/completions/input_tokens",
+            {"messages": []},
+            {"messages": [{"role": "system", "content": SYSTEM}]},
+        ),
     ],
 )
 def test_a_default_system_prompt_goes_where_the_endpoint_takes_one(
@@ -248,7 +255,7 @@ def test_a_default_system_prompt_goes_where_the_endpoint_takes_one(
     model = make_view(sampling={"system": SYSTEM, "temperature": 0.5})
     assert apply_sampling_defaults(payload, model, path=path)
     assert payload["temperature"] == 0.5
-    assert ("system" in payload) == (path == "/v1/messages")  # a field only where the endpoint has one
+    assert ("system" in payload) == path.startswith("/v1/messages")  # a field only where the endpoint has one
     for key, value in expected.items():
         assert payload[key] == value
 
