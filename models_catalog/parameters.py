@@ -144,6 +144,7 @@ SAMPLING_PARAMS: dict[str, Param] = {
     "max_tokens": Param("", int, "Default maximum tokens", minimum=1),
     "repeat_last_n": Param("", int, "Tokens considered by the repetition penalty", minimum=-1),
     "typical_p": Param("", float, "Locally typical sampling", minimum=0),
+    "seed": Param("", int, "Random seed (-1 = a new one each request)", minimum=-1),
     "system": Param("", str, "Default system prompt, for chat requests that bring none"),
 }
 

@@ -401,7 +401,7 @@ def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, s
         (
             "POST",
             "/api/create",
-            json.dumps({"model": "x", "from": "tiny-chat", "parameters": {"seed": 42}}).encode(),
+            json.dumps({"model": "x", "from": "tiny-chat", "parameters": {"mirostat": 2}}).encode(),
             400,
         ),
         ("GET", "/api/nothing-here", b"", 404),

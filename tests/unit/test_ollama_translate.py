@@ -468,12 +468,19 @@ def create(**body: Any) -> t.CreateRequest:
 
 def test_create_takes_a_modelfiles_parameters_as_runner_settings_and_sampling_defaults() -> None:
     parsed = create(
-        parameters={"num_ctx": 8192, "num_gpu": 0, "temperature": 0.3, "top_k": 20, "num_predict": 64}
+        parameters={
+            "num_ctx": 8192,
+            "num_gpu": 0,
+            "temperature": 0.3,
+            "top_k": 20,
+            "num_predict": 64,
+            "seed": 7,
+        }
     )
     assert parsed.from_ == "base" and parsed.model_name == "mine"
     runner, sampling = t.create_settings(parsed)
     assert runner == {"ctx_size": 8192, "n_gpu_layers": 0}
-    assert sampling == {"temperature": 0.3, "top_k": 20, "max_tokens": 64}
+    assert sampling == {"temperature": 0.3, "top_k": 20, "max_tokens": 64, "seed": 7}
     assert t.create_settings(create()) == ({}, {})
     # Empty values of the fields a variant cannot keep are what some clients always send.
     assert t.create_settings(create(system="", template=None, files={})) == ({}, {})
