@@ -388,7 +388,7 @@ def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, s
         (
             "POST",
             "/api/create",
-            json.dumps({"model": "x", "from": "tiny-chat", "system": "Be brief."}).encode(),
+            json.dumps({"model": "x", "from": "tiny-chat", "template": "{{ .Prompt }}"}).encode(),
             400,
         ),
         ("POST", "/api/create", json.dumps({"model": "tiny-embed", "from": "tiny-chat"}).encode(), 400),
