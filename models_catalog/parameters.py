@@ -25,6 +25,7 @@ class Param:
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    multiline: bool = False  # a text edited in a text area (kept as typed, line breaks included)
 
     def validate(self, name: str, value: Any) -> Any:
         try:
@@ -145,7 +146,7 @@ SAMPLING_PARAMS: dict[str, Param] = {
     "repeat_last_n": Param("", int, "Tokens considered by the repetition penalty", minimum=-1),
     "typical_p": Param("", float, "Locally typical sampling", minimum=0),
     "seed": Param("", int, "Random seed (-1 = a new one each request)", minimum=-1),
-    "system": Param("", str, "Default system prompt, for chat requests that bring none"),
+    "system": Param("", str, "Default system prompt, for chat requests that bring none", multiline=True),
 }
 
 # Names used by the seed project's config files and by llama.cpp's CLI spelled differently.

@@ -8,6 +8,7 @@ with it, and gets a field error for a bad value. Each page is saved under screen
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
@@ -130,6 +131,21 @@ def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Pag
     saved = httpx.get(base + f"/api/manage/models/{MODEL}", headers=stack.admin_headers(), timeout=30).json()
     assert saved["settings"]["parameters"]["ctx_size"] == 768
     shot(page, "07-field-error")
+
+    # A default system prompt is edited in a text area and stored as typed, line breaks and all.
+    ctx.fill("768")
+    form.locator("[data-field=system] textarea").fill("Be brief.\nAnswer in French.")
+    form.locator("[data-test=save]").click()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        saved = httpx.get(
+            base + f"/api/manage/models/{MODEL}", headers=stack.admin_headers(), timeout=30
+        ).json()
+        if saved["settings"]["sampling"].get("system"):
+            break
+        time.sleep(0.2)
+    assert saved["settings"]["sampling"]["system"] == "Be brief.\nAnswer in French."
+    assert saved["settings"]["parameters"]["ctx_size"] == 768
 
     # The other pages render from the real API.
     page.click("nav >> text=System")

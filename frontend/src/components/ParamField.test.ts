@@ -20,6 +20,16 @@ describe("ParamField", () => {
     expect(field.classes()).toContain("invalid");
   });
 
+  it("edits a multi-line text in a text area, line breaks kept", async () => {
+    const spec = { ...ctx, name: "system", flag: "", kind: "str" as const, minimum: null, multiline: true };
+    const field = mount(ParamField, { props: { spec, modelValue: "Be brief.\nAnswer in French." } });
+    expect(field.find("input").exists()).toBe(false);
+    expect(field.find("textarea").element.value).toBe("Be brief.\nAnswer in French.");
+    await field.find("textarea").setValue("  One line\nand another  ");
+    await field.find("textarea").setValue("   ");
+    expect(field.emitted("update:modelValue")).toEqual([["  One line\nand another  "], [null]]);
+  });
+
   it("offers the choices of a choice parameter", () => {
     const spec = { ...ctx, name: "flash_attn", kind: "str" as const, choices: ["on", "off", "auto"] };
     const field = mount(ParamField, { props: { spec, modelValue: "on" } });

@@ -24,6 +24,7 @@ export interface ParamSpec {
   help: string;
   choices: string[] | null;
   minimum: number | null;
+  multiline?: boolean;
 }
 export interface ApiKey {
   id: number;
