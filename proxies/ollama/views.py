@@ -342,11 +342,7 @@ async def relay_ndjson(
     try:
         upstream = await open_plan(lease, plan)
     except (httpx.HTTPError, UpstreamRefused) as exc:
-        status, message = _failure(exc, lease)
-        ctx.status, ctx.error = status, message
-        ctx.meter.finish()
-        finish(ctx)
-        return ollama_error(status, message)
+        return _upstream_failed(exc, lease, ctx, finish)
     except asyncio.CancelledError:
         finish.abandoned(ctx)
         raise
@@ -361,10 +357,17 @@ async def relay_ndjson(
     return JsonResponse(t.merge_objects(collected))
 
 
-def _failure(exc: Exception, lease: Any) -> tuple[int, str]:
+def _upstream_failed(exc: Exception, lease: Any, ctx: RelayContext, finish: Any) -> HttpResponse:
+    """The runner refused the request or did not answer: recorded, the lease released, and
+    the client told in Ollama's shape."""
     if isinstance(exc, UpstreamRefused):
-        return _client_status(exc.status), exc.message
-    return 502, runner_did_not_answer(lease.model, exc)
+        status, message = _client_status(exc.status), exc.message
+    else:
+        status, message = 502, runner_did_not_answer(lease.model, exc)
+    ctx.status, ctx.error = status, message
+    ctx.meter.finish()
+    finish(ctx)
+    return ollama_error(status, message)
 
 
 async def translated_objects(
@@ -468,11 +471,7 @@ async def embed_call(lease: Any, ctx: RelayContext, body: dict[str, Any]) -> dic
     try:
         result = await _post_json(lease.base_url, "/v1/embeddings", body)
     except (httpx.HTTPError, UpstreamRefused) as exc:
-        status, message = _failure(exc, lease)
-        ctx.status, ctx.error = status, message
-        ctx.meter.finish()
-        finish(ctx)
-        return ollama_error(status, message)
+        return _upstream_failed(exc, lease, ctx, finish)
     except asyncio.CancelledError:
         finish.abandoned(ctx)
         raise
