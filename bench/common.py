@@ -20,9 +20,19 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (each socket stays bound until all are picked)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def llama_server_binary() -> Path:
@@ -105,7 +115,8 @@ class RunningStack:
 def start_stack(work: Path, binary: Path, models: Path, root: Path = ROOT, **overrides: str) -> RunningStack:
     """`manage.py serve` of the checkout at `root` (another one's code runs with this one's
     virtualenv: its folder comes first on the import path), with its home in `work`."""
-    ports = {name: free_port() for name in ("DASHBOARD", "API", "OLLAMA", "LMSTUDIO")}
+    names = ("DASHBOARD", "API", "OLLAMA", "LMSTUDIO")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAPROXY_") and k != "REDIS_URL"}
     env.update({f"LLAMAPROXY_{name}_PORT": str(port) for name, port in ports.items()})
     env.update(

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 FACES = ("dashboard", "api", "ollama", "lmstudio")
@@ -186,7 +186,7 @@ class Stack:
 
 
 def stack_env(root: Path, llama_server: Path, **overrides: str) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {face: free_port() for face in FACES}
+    ports = dict(zip(FACES, free_ports(len(FACES)), strict=True))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAPROXY_") and k != "REDIS_URL"}
     env.update(
         {
