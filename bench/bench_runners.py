@@ -23,7 +23,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,17 +40,12 @@ import django  # noqa: E402
 
 django.setup()
 
+from llamaproxy.ports import free_port  # noqa: E402
 from models_catalog.tiny_model import write_tiny_model  # noqa: E402
 from runners.provisioning import installed_binary  # noqa: E402
 from tests.integration.conftest import Stack, stack_env  # noqa: E402
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 1, "temperature": 0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def bare_args(binary: Path, model: Path, name: str, port: int) -> list[str]:

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, close_old_connections
 from django.utils import timezone
 
-from llamaproxy import gpu
+from llamaproxy import gpu, ports
 from llamaproxy.events import SCHEDULER_GROUP, STATUS_GROUP, publish_sync
 from llamaproxy.supervisor import node_queue
 from runners import process
@@ -144,9 +143,7 @@ class _LogReader:
 
 
 def free_port(host: str = RUNNER_HOST) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return ports.free_port(host)
 
 
 def _url_host(host: str) -> str:

@@ -1,28 +1,10 @@
-"""Shared fixtures: real binaries, free ports, tiny models."""
+"""Shared fixtures: real binaries, tiny models (free ports: llamaproxy.ports)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports: each socket stays bound until all are picked (one closed at
-    once may be handed out again by the next bind, and two faces on one port is a config error)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import free_ports
+from llamaproxy.ports import free_ports
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 FACES = ("dashboard", "api", "ollama", "lmstudio")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from gguf import GGUFReader, LlamaFileType
 
+from llamaproxy.ports import free_port
 from models_catalog.tiny_model import (
     CHATML_TEMPLATE,
     TOOL_CALL_END_ID,
@@ -23,7 +24,6 @@ from models_catalog.tiny_model import (
     parameter_count,
     write_tiny_model,
 )
-from tests.conftest import free_port
 
 CHAT_REQUEST = {
     "messages": [{"role": "user", "content": "hi"}],
