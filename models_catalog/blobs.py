@@ -67,10 +67,8 @@ def store_blob(source: Any, digest: str) -> bool:
     return True
 
 
-def gguf_file(files: dict[str, Any]) -> tuple[str, Path]:
+def gguf_file(files: dict[str, str]) -> tuple[str, Path]:
     """The one GGUF blob `files` names (file name → digest), with its path; BlobError otherwise."""
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise BlobError("files: must be an object of file name → digest")
     ggufs = [(name, digest) for name, digest in files.items() if name.lower().endswith(".gguf")]
     if len(ggufs) != 1 or len(files) != 1:
         raise BlobError(

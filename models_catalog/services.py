@@ -107,18 +107,18 @@ def create_variant(
 def create_from_file(
     name: str, path: str, parameters: dict[str, Any], sampling: dict[str, Any], digest: str = ""
 ) -> tuple[CatalogModel, CatalogModel | None]:
-    """An entry called `name` for the GGUF file at `path` (Ollama's `/api/create` from an
-    uploaded file), with default runner settings and `parameters`/`sampling` over them;
-    `digest`, when the caller knows the file's sha256, spares hashing it again."""
-    from models_catalog.discovery import catalog_folders, read_entry_file
+    """An entry called `name` for the GGUF file at `path`, an uploaded blob outside the model
+    folders (Ollama's `/api/create` from files), with default runner settings and
+    `parameters`/`sampling` over them; `digest`, when the caller knows the file's sha256,
+    spares hashing it again."""
+    from models_catalog.discovery import read_entry_file
 
     name = _creatable_name(name)
     settings = _new_settings(None, parameters, sampling)
     owner = CatalogModel.objects.filter(path=path, base__isnull=True).exclude(name=name).first()
     if owner is not None:  # another model has the file (one entry without a base per file)
         return _created(name, lambda: owner.new_variant(name, CatalogModel.Source.MANUAL), settings)
-    folder = next((f for f in catalog_folders() if os.path.dirname(path) == f.path.rstrip(os.sep)), None)
-    entry = CatalogModel(name=name, path=path, source=CatalogModel.Source.MANUAL, folder=folder)
+    entry = CatalogModel(name=name, path=path, source=CatalogModel.Source.MANUAL)
     read_entry_file(entry)
     if entry.state != CatalogModel.State.AVAILABLE:
         raise CatalogError(

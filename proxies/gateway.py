@@ -142,7 +142,7 @@ def apply_system_default(payload: dict[str, Any], system: str, path: str) -> boo
     if path.endswith("/chat/completions"):
         if has_system(payload.get("messages")):
             return False
-        payload["messages"] = [{"role": "system", "content": system}, *payload["messages"]]
+        payload["messages"].insert(0, {"role": "system", "content": system})
         return True
     if path.endswith("/v1/messages"):
         if payload.get("system"):

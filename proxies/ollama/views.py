@@ -236,11 +236,9 @@ async def generate_like(request: HttpRequest, kind: Kind) -> HttpResponse:
         apply_sampling_defaults(
             plan.body, model, explicit=t.requested_sampling_fields(parsed.options), path=plan.path
         )
-        if plan.render_messages is not None and model.sampling.get("system"):
+        if plan.render_messages is not None and (system := model.sampling.get("system")):
             # (rendered with the chat template into a raw prompt: the default goes in first)
-            rendered = {"messages": plan.render_messages}
-            if apply_system_default(rendered, model.sampling["system"], "/v1/chat/completions"):
-                plan.render_messages[:] = rendered["messages"]
+            apply_system_default({"messages": plan.render_messages}, system, "/v1/chat/completions")
         if isinstance(plan.body.get("repeat_last_n"), int) and plan.body["repeat_last_n"] < 0:
             # Ollama's "-1 = the whole context"; llama-server's request field takes no -1.
             ctx_size = (plan.runner_params or {}).get("ctx_size") or context_size(model)
