@@ -81,6 +81,7 @@ def _describe(name: str, spec: Param) -> dict[str, Any]:
         "help": spec.help,
         "choices": list(spec.choices) if spec.choices else None,
         "minimum": spec.minimum,
+        "maximum": spec.maximum,
         "multiline": spec.multiline,
     }
 

@@ -21,10 +21,11 @@ class ParameterError(ValueError):
 @dataclass(frozen=True)
 class Param:
     flag: str
-    kind: type  # int, float, bool, str
+    kind: type  # int, float, bool, str, list (of texts)
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
     multiline: bool = False  # a text edited in a text area (kept as typed, line breaks included)
 
     def validate(self, name: str, value: Any) -> Any:
@@ -58,8 +59,7 @@ class Param:
                 number = int(value)
             except ValueError:
                 raise ValueError(f"{name} must be a whole number, not {value!r}") from None
-            if self.minimum is not None and number < self.minimum:
-                raise ValueError(f"{name} must be at least {self.minimum:g}")
+            self._check_range(name, number)
             return number
         if self.kind is float:
             if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -68,9 +68,10 @@ class Param:
                 number = float(value)
             except ValueError:
                 raise ValueError(f"{name} must be a number, not {value!r}") from None
-            if self.minimum is not None and number < self.minimum:
-                raise ValueError(f"{name} must be at least {self.minimum:g}")
+            self._check_range(name, number)
             return number
+        if self.kind is list:
+            return self._texts(name, value)
         if isinstance(value, bool) and self.choices and {"on", "off"} <= set(self.choices):
             return "on" if value else "off"  # older configs write `"flash-attn": true`
         if not isinstance(value, str) or not value.strip():
@@ -78,6 +79,22 @@ class Param:
         if self.choices and value not in self.choices:
             raise ValueError(f"{name} must be one of {', '.join(self.choices)}")
         return value
+
+    def _check_range(self, name: str, number: float) -> None:
+        if self.minimum is not None and number < self.minimum:
+            raise ValueError(f"{name} must be at least {self.minimum:g}")
+        if self.maximum is not None and number > self.maximum:
+            raise ValueError(f"{name} must be at most {self.maximum:g}")
+
+    @staticmethod
+    def _texts(name: str, value: Any) -> list[str]:
+        """A list of texts (one text is a list of one); an empty list means no default."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError(f"{name} must be a list of texts")
+        if any(item == "" for item in items):
+            raise ValueError(f"{name} must not hold an empty text")
+        return items
 
 
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -146,6 +163,20 @@ SAMPLING_PARAMS: dict[str, Param] = {
     "repeat_last_n": Param("", int, "Tokens considered by the repetition penalty", minimum=-1),
     "typical_p": Param("", float, "Locally typical sampling", minimum=0),
     "seed": Param("", int, "Random seed (-1 = a new one each request)", minimum=-1),
+    "stop": Param("", list, "Stop sequences: generation ends before any of them (one per line)"),
+    "mirostat": Param(
+        "", int, "Mirostat sampling (0 = off, 1 = Mirostat, 2 = Mirostat 2.0)", minimum=0, maximum=2
+    ),
+    "mirostat_tau": Param("", float, "Mirostat target entropy", minimum=0),
+    "mirostat_eta": Param("", float, "Mirostat learning rate", minimum=0),
+    "n_keep": Param("", int, "Prompt tokens kept when the context fills (-1 = all)", minimum=-1),
+    "top_n_sigma": Param("", float, "Top-n-sigma sampling (-1 = off)"),
+    "xtc_probability": Param("", float, "XTC sampling: chance of removing top tokens", minimum=0),
+    "xtc_threshold": Param("", float, "XTC sampling: probability threshold", minimum=0),
+    "dry_multiplier": Param("", float, "DRY repetition penalty strength (0 = off)", minimum=0),
+    "dry_base": Param("", float, "DRY repetition penalty base", minimum=1),
+    "dry_allowed_length": Param("", int, "DRY: repeats up to this length go unpenalized", minimum=0),
+    "dry_penalty_last_n": Param("", int, "DRY: tokens scanned for repeats (-1 = the context)", minimum=-1),
     "system": Param("", str, "Default system prompt, for chat requests that bring none", multiline=True),
 }
 
@@ -177,6 +208,7 @@ PARAM_ALIASES = {
     "num_thread": "threads",
     "num_batch": "batch_size",
     "num_predict": "max_tokens",
+    "num_keep": "n_keep",
 }
 
 
@@ -214,8 +246,8 @@ def validate_sampling(values: dict[str, Any]) -> dict[str, Any]:
             raise ParameterError(
                 name, f"{raw_name}: unknown sampling parameter ({', '.join(SAMPLING_PARAMS)})"
             )
-        if value is not None:
-            clean[name] = spec.validate(name, value)
+        if value is not None and (value := spec.validate(name, value)) != []:  # no stop sequences: no default
+            clean[name] = value
     return clean
 
 

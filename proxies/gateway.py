@@ -92,7 +92,10 @@ async def resolve_model(requested: str | None, key: KeyInfo | None) -> ModelView
 # `max_output_tokens` becomes `max_tokens` there.
 SAMPLING_FIELDS: dict[str, tuple[str, ...]] = {
     "max_tokens": ("max_tokens", "max_completion_tokens", "n_predict", "max_output_tokens"),
+    "stop": ("stop", "stop_sequences"),
 }
+# Counts where llama.cpp's command line reads -1 as "the context size", which requests cannot say.
+CONTEXT_WHEN_NEGATIVE = frozenset({"repeat_last_n", "dry_penalty_last_n"})
 
 
 def apply_sampling_defaults(
@@ -114,13 +117,21 @@ def apply_sampling_defaults(
         fields = SAMPLING_FIELDS.get(name, (name,))
         if any(payload.get(field) is not None or field in explicit for field in fields):
             continue
-        if name == "repeat_last_n" and value < 0:
+        if name in CONTEXT_WHEN_NEGATIVE and value < 0:
             value = context_size(model)  # llama.cpp's "-1 = the context", which requests cannot say
             if value is None:
                 continue
-        payload[fields[0]] = value
+        if name == "stop":  # a list: the request gets its own copy
+            payload["stop_sequences" if _is_messages(path) else "stop"] = list(value)
+        else:
+            payload[fields[0]] = value
         changed = True
     return changed
+
+
+def _is_messages(path: str) -> bool:
+    """Anthropic's Messages API (or its token count), whose stop sequences are `stop_sequences`."""
+    return path.removesuffix("/count_tokens").endswith("/v1/messages")
 
 
 SYSTEM_ROLES = ("system", "developer")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
+from models_catalog.parameters import SAMPLING_PARAMS
 from proxies.accounting import native_finish_reason, native_usage, prompt_length
 from proxies.openai_schemas import first_error
 
@@ -127,11 +128,7 @@ def create_settings(parsed: CreateRequest) -> tuple[dict[str, Any], dict[str, An
     dropped = sorted(
         name
         for name, value in parameters.items()
-        if value is not None
-        and name not in SAMPLING_OPTIONS
-        and name not in LLAMA_SERVER_OPTIONS
-        and name not in RUNNER_OPTIONS
-        and name not in ("num_predict", "stop")
+        if value is not None and name not in RUNNER_OPTIONS and _stored_as(name) not in SAMPLING_PARAMS
     )
     if dropped:
         raise TranslationError(f'parameters: "{dropped[0]}" is not an option llamaproxy can keep for a model')
@@ -139,6 +136,13 @@ def create_settings(parsed: CreateRequest) -> tuple[dict[str, Any], dict[str, An
     if parsed.system and parsed.system.strip():
         sampling["system"] = parsed.system
     return options.runner_params, sampling
+
+
+def _stored_as(option: str) -> str:
+    """The sampling default an Ollama option becomes (its llama-server request field)."""
+    if option in SAMPLING_OPTIONS:
+        return SAMPLING_OPTIONS[option][0]
+    return "max_tokens" if option == "num_predict" else option
 
 
 def validate(schema: type[BaseModel], payload: dict[str, Any]) -> Any:
@@ -789,12 +793,24 @@ def model_info(model: Any) -> dict[str, Any]:
     return dict(sorted(info.items()))
 
 
+# Sampling defaults whose Ollama option has another name.
+OLLAMA_NAMES = {"max_tokens": "num_predict", "n_keep": "num_keep"}
+
+
 def parameters_text(model: Any) -> str:
     """Ollama's `parameters`: one "name value" line per default, in Modelfile syntax."""
+    settings = {
+        option: value
+        for option, name in RUNNER_OPTIONS.items()
+        if (value := (model.parameters or {}).get(name))
+    }
+    settings.update(
+        (OLLAMA_NAMES.get(key, key), value)
+        for key, value in (model.sampling or {}).items()
+        if key != "system"  # a Modelfile's SYSTEM line (see `modelfile`), not a PARAMETER
+    )
     lines = []
-    for key, value in sorted((model.sampling or {}).items()):
-        if key == "system":  # a Modelfile's SYSTEM line (see `modelfile`), not a PARAMETER
-            continue
+    for key, value in sorted(settings.items()):
         for item in value if isinstance(value, list) else [value]:
             text = (
                 json.dumps(item)

@@ -134,7 +134,9 @@ def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Pag
 
     # A default system prompt is edited in a text area and stored as typed, line breaks and all.
     ctx.fill("768")
+    # Stop sequences are a list, one per line (a line break inside one written \\n).
     form.locator("[data-field=system] textarea").fill("Be brief.\nAnswer in French.")
+    form.locator("[data-field=stop] textarea").fill("<|im_end|>\n\\n\\nUser:")
     form.locator("[data-test=save]").click()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -145,6 +147,7 @@ def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Pag
             break
         time.sleep(0.2)
     assert saved["settings"]["sampling"]["system"] == "Be brief.\nAnswer in French."
+    assert saved["settings"]["sampling"]["stop"] == ["<|im_end|>", "\n\nUser:"]
     assert saved["settings"]["parameters"]["ctx_size"] == 768
 
     # The other pages render from the real API.

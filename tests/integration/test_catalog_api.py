@@ -177,6 +177,17 @@ def test_parameters_merge_and_a_null_removes_one(api: Client, library: dict[str,
     assert response.json()["settings"]["parameters"] == {"ctx_size": 8192, "batch_size": 256}
 
 
+def test_stop_sequences_are_stored_as_a_list_and_an_empty_list_removes_them(
+    api: Client, library: dict[str, Path]
+) -> None:
+    response = patch(api, "tiny-chat", {"sampling": {"stop": ["<|im_end|>", "\n\n"], "num_keep": 8}})
+    assert response.json()["settings"]["sampling"] == {"stop": ["<|im_end|>", "\n\n"], "n_keep": 8}
+    response = patch(api, "tiny-chat", {"sampling": {"stop": "###"}})
+    assert response.json()["settings"]["sampling"]["stop"] == ["###"]
+    response = patch(api, "tiny-chat", {"sampling": {"stop": []}})
+    assert response.json()["settings"]["sampling"] == {"n_keep": 8}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -185,6 +196,8 @@ def test_parameters_merge_and_a_null_removes_one(api: Client, library: dict[str,
         ({"parameters": {"cache_type_k": "q3"}}, "parameters.cache_type_k"),
         ({"parameters": {"warp_speed": 9}}, "parameters.warp_speed"),
         ({"sampling": {"temperature": "hot"}}, "sampling.temperature"),
+        ({"sampling": {"stop": [1]}}, "sampling.stop"),
+        ({"sampling": {"mirostat": 3}}, "sampling.mirostat"),
         ({"ttl_seconds": -1}, "ttl_seconds"),
         ({"enabled": "maybe"}, "enabled"),
         ({"runtime": "vllm"}, "runtime"),

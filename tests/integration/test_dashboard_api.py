@@ -119,11 +119,14 @@ def test_parameter_metadata_describes_types_help_and_choices(staff: Client) -> N
         "help": by_name["ctx_size"]["help"],
         "choices": None,
         "minimum": 0,
+        "maximum": None,
         "multiline": False,
     }
     assert by_name["flash_attn"]["choices"] == ["on", "off", "auto"]
     sampling = {p["name"]: p for p in body["sampling"]}
     assert "temperature" in sampling and sampling["system"]["multiline"] is True
+    assert sampling["stop"]["kind"] == "list"
+    assert (sampling["mirostat"]["minimum"], sampling["mirostat"]["maximum"]) == (0, 2)
 
 
 def test_client_side_routes_get_the_app_and_assets_are_served_safely(

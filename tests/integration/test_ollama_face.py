@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Any
 
 import httpx
 import ollama
@@ -299,6 +300,58 @@ def test_a_modelfiles_system_becomes_the_default_system_prompt_of_chats_without_
     assert client.delete("tiny-french").status == "success"
 
 
+def test_a_modelfiles_stop_sequences_end_the_answers_of_every_face(client: ollama.Client, stack) -> None:
+    # Greedy and without the prompt cache, the same request gives the same text every time.
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "tell me more"}],
+        "max_tokens": 24,
+        "temperature": 0,
+        "ignore_eos": True,
+        "cache_prompt": False,
+    }
+
+    def chat(model: str, face: str = "ollama", **extra: Any) -> dict[str, Any]:
+        response = httpx.post(
+            stack.url(face) + "/v1/chat/completions", json={**body, "model": model, **extra}, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]
+
+    full = chat("tiny-chat")["message"]["content"]
+    middle = len(full) // 2
+    stop = full[middle : middle + 2]
+    before_stop = full[: full.index(stop)]
+    assert stop.strip() and len(before_stop) < len(full) - 1, full  # the random model said enough
+
+    created = client.create("tiny-stops", from_="tiny-chat", parameters={"stop": [stop, "<never said>"]})
+    assert created.status == "success"
+    shown = httpx.post(stack.url("ollama") + "/api/show", json={"model": "tiny-stops"}, timeout=30).json()
+    assert f"{'stop':<30} {json.dumps(stop)}" in shown["parameters"].splitlines()
+    assert f"PARAMETER {'stop':<30} {json.dumps(stop)}" in shown["modelfile"]
+
+    answer = chat("tiny-stops")  # OpenAI, on the Ollama port
+    assert (answer["message"]["content"], answer["finish_reason"]) == (before_stop, "stop")
+    answer = chat("tiny-stops", face="api", stop=[])  # a request's own (none) wins
+    assert answer["message"]["content"] == full
+
+    ollama_chat = client.chat(
+        model="tiny-stops",
+        messages=body["messages"],
+        options={"num_predict": 24, "temperature": 0, "ignore_eos": True},
+    )
+    assert ollama_chat.message.content == before_stop and ollama_chat.done_reason == "stop"
+
+    messages = httpx.post(  # Anthropic's Messages API takes them as stop_sequences
+        stack.url("api") + "/v1/messages",
+        json={"model": "tiny-stops", **body},
+        timeout=60,
+    )
+    assert messages.status_code == 200, messages.text
+    content = "".join(block.get("text", "") for block in messages.json()["content"])
+    assert content == before_stop and messages.json()["stop_reason"] == "end_turn"
+    assert client.delete("tiny-stops").status == "success"
+
+
 def test_create_from_an_uploaded_gguf_keeps_the_blob_until_its_last_model_is_deleted(
     client: ollama.Client, stack, tmp_path
 ) -> None:
@@ -401,7 +454,7 @@ def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, s
         (
             "POST",
             "/api/create",
-            json.dumps({"model": "x", "from": "tiny-chat", "parameters": {"mirostat": 2}}).encode(),
+            json.dumps({"model": "x", "from": "tiny-chat", "parameters": {"ignore_eos": True}}).encode(),
             400,
         ),
         ("GET", "/api/nothing-here", b"", 404),

@@ -16,7 +16,7 @@ from models_catalog.gguf_metadata import (
     template_has_tools,
 )
 from models_catalog.model_files import find_model_files, model_name_for_file, pair_projector
-from models_catalog.parameters import ParameterError, split_parameters, validate_parameters
+from models_catalog.parameters import ParameterError, split_parameters, validate_parameters, validate_sampling
 from models_catalog.testing import TOOLS_TEMPLATE, make_library, write_gguf_header, write_whisper_ggml
 from models_catalog.tiny_model import parameter_count, write_tiny_model
 
@@ -271,3 +271,23 @@ def test_parameter_errors_name_the_parameter() -> None:
         {"ctx_size": 4096},
         {"temperature": 0.6, "top_k": 20},
     )
+
+
+def test_stop_sequences_are_a_list_of_texts_and_one_text_is_a_list_of_one() -> None:
+    assert validate_sampling({"stop": ["<|im_end|>", "\n\n"]}) == {"stop": ["<|im_end|>", "\n\n"]}
+    assert validate_sampling({"stop": "###", "num_keep": 5}) == {"stop": ["###"], "n_keep": 5}
+    assert validate_sampling({"stop": []}) == {}  # no stop sequences: no default
+    for bad, words in [([1], "a list of texts"), ({"a": 1}, "a list of texts"), (["ok", ""], "empty text")]:
+        with pytest.raises(ParameterError, match=words) as error:
+            validate_sampling({"stop": bad})
+        assert error.value.name == "stop"
+
+
+def test_mirostat_is_0_1_or_2() -> None:
+    assert validate_sampling({"mirostat": "2", "mirostat_tau": 5, "mirostat_eta": 0.1}) == {
+        "mirostat": 2,
+        "mirostat_tau": 5.0,
+        "mirostat_eta": 0.1,
+    }
+    with pytest.raises(ParameterError, match="at most 2"):
+        validate_sampling({"mirostat": 3})

@@ -440,6 +440,22 @@ def test_show_gives_model_info_with_the_architectures_keys_and_the_catalogs_capa
     assert shown["details"]["family"] == "llama"
 
 
+def test_show_names_parameters_as_a_modelfile_does_with_a_line_per_stop_sequence() -> None:
+    model = make_view(
+        parameters={"ctx_size": 8192, "threads": 4, "flash_attn": "on"},
+        sampling={"max_tokens": 64, "n_keep": 4, "stop": ["<|im_end|>", "\n\n"], "system": "Be brief."},
+    )
+    assert t.parameters_text(model).splitlines() == [
+        f"{'num_ctx':<30} 8192",
+        f"{'num_keep':<30} 4",
+        f"{'num_predict':<30} 64",
+        f"{'num_thread':<30} 4",
+        f'{"stop":<30} "<|im_end|>"',
+        f'{"stop":<30} "\\n\\n"',
+    ]
+    assert "PARAMETER num_ctx" in t.modelfile(model) and "flash" not in t.modelfile(model)
+
+
 @pytest.mark.parametrize(
     ("runner", "expires"),
     [
@@ -482,6 +498,13 @@ def test_create_takes_a_modelfiles_parameters_as_runner_settings_and_sampling_de
     assert runner == {"ctx_size": 8192, "n_gpu_layers": 0}
     assert sampling == {"temperature": 0.3, "top_k": 20, "max_tokens": 64, "seed": 7}
     assert t.create_settings(create()) == ({}, {})
+    # A Modelfile's stop lines arrive as a list (one line, one text) and mirostat as numbers.
+    parsed = create(parameters={"stop": ["<|im_end|>", "<|endoftext|>"], "mirostat": 2, "num_keep": 24})
+    assert t.create_settings(parsed) == (
+        {},
+        {"stop": ["<|im_end|>", "<|endoftext|>"], "mirostat": 2, "n_keep": 24},
+    )
+    assert t.create_settings(create(parameters={"stop": "###"}))[1] == {"stop": ["###"]}
     # Empty values of the fields a variant cannot keep are what some clients always send.
     assert t.create_settings(create(system="", template=None, files={})) == ({}, {})
     assert t.create_settings(create(system="Answer in French.")) == ({}, {"system": "Answer in French."})
@@ -497,6 +520,7 @@ def test_create_takes_a_modelfiles_parameters_as_runner_settings_and_sampling_de
         ({"quantize": "q4_K_M"}, "quantize"),
         ({"parameters": {"use_mmap": True}}, "use_mmap"),
         ({"parameters": {"num_ctx": "big"}}, "num_ctx"),
+        ({"parameters": {"ignore_eos": True}}, "ignore_eos"),  # a request's choice, not a model's
     ],
 )
 def test_create_refuses_what_a_variant_cannot_keep_naming_it(body: dict[str, Any], named: str) -> None:

@@ -104,10 +104,63 @@ def test_repeat_last_n_of_minus_one_becomes_the_runners_context_size() -> None:
     assert payload == {"repeat_last_n": 1024}
 
 
+def test_dry_penalty_last_n_of_minus_one_becomes_the_runners_context_size_too() -> None:
+    payload: dict[str, Any] = {}
+    apply_sampling_defaults(payload, make_view(sampling={"dry_penalty_last_n": -1, "dry_multiplier": 0.8}))
+    assert payload == {"dry_penalty_last_n": 4096, "dry_multiplier": 0.8}
+
+
 def test_stored_keys_that_are_not_sampling_settings_are_not_sent() -> None:
     payload: dict[str, Any] = {}
-    assert apply_sampling_defaults(payload, make_view(sampling={"stop": ["x"], "bogus": 1})) is False
+    assert apply_sampling_defaults(payload, make_view(sampling={"ignore_eos": True, "bogus": 1})) is False
     assert payload == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/chat/completions", "stop"),
+        ("/v1/completions", "stop"),
+        ("/completion", "stop"),
+        ("/v1/responses", "stop"),  # llama-server passes the Responses API's other fields on
+        ("/v1/messages", "stop_sequences"),
+        ("/v1/messages/count_tokens", "stop_sequences"),
+    ],
+)
+def test_default_stop_sequences_go_in_the_endpoints_own_field(path: str, field: str) -> None:
+    stored = ["<|im_end|>", "\n\nUser:"]
+    model = make_view(sampling={"stop": stored, "mirostat": 2, "mirostat_tau": 4.0})
+    payload: dict[str, Any] = {}
+    assert apply_sampling_defaults(payload, model, path=path)
+    assert payload == {field: stored, "mirostat": 2, "mirostat_tau": 4.0}
+    payload[field].append("mine")  # the request's list is its own
+    assert stored == ["<|im_end|>", "\n\nUser:"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"stop": "###"},
+        {"stop": []},  # an explicit "no stop sequences" is the client's to say
+        {"stop_sequences": ["###"]},
+    ],
+)
+def test_a_requests_own_stop_sequences_win(payload: dict[str, Any]) -> None:
+    before = {**payload}
+    model = make_view(sampling={"stop": ["<|im_end|>"]})
+    assert not apply_sampling_defaults(payload, model, path="/v1/messages")
+    assert payload == before
+    assert not apply_sampling_defaults(payload, model, path="/v1/chat/completions")
+
+
+def test_ollama_stop_options_decide_the_stop_field() -> None:
+    model = make_view(sampling={"stop": ["<|im_end|>"]})
+    request = ollama.GenerateRequest.model_validate(
+        {"model": "acme-chat", "prompt": "hi", "options": {"stop": ["###"]}}
+    )
+    plan = ollama.generate_plan(request)
+    apply_sampling_defaults(plan.body, model, explicit=ollama.requested_sampling_fields(request.options))
+    assert plan.body["stop"] == ["###"]
 
 
 def test_ollama_options_name_the_fields_they_decide_including_an_unbounded_num_predict() -> None:

@@ -30,6 +30,28 @@ describe("ParamField", () => {
     expect(field.emitted("update:modelValue")).toEqual([["  One line\nand another  "], [null]]);
   });
 
+  it("edits a list of stop sequences one per line, escapes for line breaks", async () => {
+    const spec = { ...ctx, name: "stop", flag: "", kind: "list" as const, minimum: null };
+    const field = mount(ParamField, { props: { spec, modelValue: ["<|im_end|>", "\n\nUser:", "a\\b"] } });
+    const box = field.find("textarea");
+    expect(box.element.value).toBe("<|im_end|>\n\\n\\nUser:\na\\\\b");
+    await box.setValue("###\n\n\\nQ:\n");
+    await box.setValue("\n  \n");
+    await box.setValue("");
+    expect(field.emitted("update:modelValue")).toEqual([[["###", "\nQ:"]], [["  "]], [null]]);
+  });
+
+  it("keeps a stop list's text as typed while it means the same list, and takes a new list", async () => {
+    const spec = { ...ctx, name: "stop", flag: "", kind: "list" as const, minimum: null };
+    const field = mount(ParamField, { props: { spec, modelValue: ["a"] } });
+    const box = field.find("textarea");
+    await box.setValue("a\n"); // a new line begun, nothing on it yet
+    await field.setProps({ modelValue: ["a"] });
+    expect(box.element.value).toBe("a\n");
+    await field.setProps({ modelValue: ["b", "c"] });
+    expect(box.element.value).toBe("b\nc");
+  });
+
   it("offers the choices of a choice parameter", () => {
     const spec = { ...ctx, name: "flash_attn", kind: "str" as const, choices: ["on", "off", "auto"] };
     const field = mount(ParamField, { props: { spec, modelValue: "on" } });

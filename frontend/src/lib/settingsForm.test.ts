@@ -21,6 +21,18 @@ describe("settings form", () => {
     });
   });
 
+  it("sends a list of stop sequences only when what it holds changed", () => {
+    const withStop = { ...settings, sampling: { stop: ["<|im_end|>"] } };
+    const before = formFrom(withStop, []);
+    const after = formFrom(withStop, []);
+    after.sampling.stop = ["<|im_end|>"]; // typed again, the same
+    expect(diffForm(before, after)).toEqual({});
+    after.sampling.stop = ["<|im_end|>", "###"];
+    expect(diffForm(before, after)).toEqual({ sampling: { stop: ["<|im_end|>", "###"] } });
+    after.sampling.stop = null;
+    expect(diffForm(before, after)).toEqual({ sampling: { stop: null } });
+  });
+
   it("restarts the runner for parameter changes but not for TTL or pinning", () => {
     expect(needsRestart({ parameters: { ctx_size: 1 } })).toBe(true);
     expect(needsRestart({ ttl_seconds: 5, pinned: true })).toBe(false);

@@ -37,11 +37,16 @@ export function formFrom(settings: RunnerSettings | null, aliases: string[]): Fo
   };
 }
 
+// Lists (stop sequences) are compared by what they hold.
+function same(a: unknown, b: unknown): boolean {
+  return a === b || (Array.isArray(a) && Array.isArray(b) && JSON.stringify(a) === JSON.stringify(b));
+}
+
 function mapChanges(before: Record<string, unknown>, after: Record<string, unknown>): Record<string, unknown> | null {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(after)) {
     if (v === null || v === undefined || v === "") continue;
-    if (before[k] !== v) out[k] = v;
+    if (!same(before[k], v)) out[k] = v;
   }
   for (const k of Object.keys(before)) {
     const v = after[k];

@@ -20,10 +20,11 @@ export interface SettingsState {
 export interface ParamSpec {
   name: string;
   flag: string;
-  kind: "int" | "float" | "bool" | "str";
+  kind: "int" | "float" | "bool" | "str" | "list";
   help: string;
   choices: string[] | null;
   minimum: number | null;
+  maximum?: number | null;
   multiline?: boolean;
 }
 export interface ApiKey {
