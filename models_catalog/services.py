@@ -115,18 +115,24 @@ def create_from_file(
 
     name = _creatable_name(name)
     settings = _new_settings(None, parameters, sampling)
-    owner = CatalogModel.objects.filter(path=path, base__isnull=True).exclude(name=name).first()
-    if owner is not None:  # another model has the file (one entry without a base per file)
-        return _created(name, lambda: owner.new_variant(name, CatalogModel.Source.MANUAL), settings)
+    owners = CatalogModel.objects.filter(path=path, base__isnull=True)
     entry = CatalogModel(name=name, path=path, source=CatalogModel.Source.MANUAL)
-    read_entry_file(entry)
-    if entry.state != CatalogModel.State.AVAILABLE:
-        raise CatalogError(
-            f"the file is not a model llamaproxy can read: {entry.error or entry.state}", field="files"
-        )
-    if digest:
-        entry.digest, entry.digest_mtime = digest, os.stat(path).st_mtime
-    return _created(name, lambda: entry, settings)
+    if not owners.exclude(name=name).exists():
+        read_entry_file(entry)
+        if entry.state != CatalogModel.State.AVAILABLE:
+            raise CatalogError(
+                f"the file is not a model llamaproxy can read: {entry.error or entry.state}", field="files"
+            )
+        if digest:
+            entry.digest, entry.digest_mtime = digest, os.stat(path).st_mtime
+
+    def make() -> CatalogModel:
+        # Asked once the model this replaces is gone (its variants may have the file now):
+        # another model with the file makes this its variant (one entry without a base per file).
+        owner = owners.first()
+        return owner.new_variant(name, CatalogModel.Source.MANUAL) if owner is not None else entry
+
+    return _created(name, make, settings)
 
 
 def _creatable_name(name: str, base: CatalogModel | None = None) -> str:
@@ -164,7 +170,7 @@ def _created(name: str, make: Any, settings: RunnerSettings) -> tuple[CatalogMod
     with transaction.atomic():
         replaced = CatalogModel.objects.filter(name=name).first()
         if replaced is not None:
-            replaced.delete()
+            delete_entry(replaced)
         entry = make()
         entry.save()
         settings.model = entry
@@ -235,10 +241,32 @@ def delete_model(name: str) -> str:
 
     model = get_model(name)
     deleted = model.name
-    model.delete()
+    heir = delete_entry(model)
     prune_blob(model.path)  # a file uploaded for `ollama create` goes with its last entry
     catalog_changed("delete", names=[deleted])
+    if heir is not None:
+        catalog_changed("update", names=[heir.name])
     return deleted
+
+
+def delete_entry(model: CatalogModel) -> CatalogModel | None:
+    """Delete one entry and nothing else: a base's variants stay, the oldest of them becoming the
+    entry of the file (the others its variants), as Ollama's models made `FROM` another outlive
+    it. Returns that heir, if there is one."""
+    with transaction.atomic():
+        variants = list(model.variants.order_by("created_at", "pk"))
+        if not variants:
+            model.delete()
+            return None
+        heir, others = variants[0], variants[1:]
+        CatalogModel.objects.filter(pk__in=[v.pk for v in others]).update(base=heir)
+        # One entry without a base per file, at every step: the deleted one hangs off its heir
+        # for a moment, so that deleting it takes nothing with it.
+        CatalogModel.objects.filter(pk=model.pk).update(base=heir)
+        CatalogModel.objects.filter(pk=heir.pk).update(base=None)
+        CatalogModel.objects.filter(pk=model.pk).delete()
+    heir.base = None
+    return heir
 
 
 # --- many entries (the admin's bulk actions) -----------------------------------------------------

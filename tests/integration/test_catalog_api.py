@@ -242,6 +242,42 @@ def test_deleting_a_model_removes_the_entry_but_never_the_file(api: Client, libr
     assert api.delete(f"{API}/models/tiny-chat").status_code == 404
 
 
+def test_deleting_a_base_leaves_its_variants_the_oldest_taking_the_file(
+    api: Client,
+    library: dict[str, Path],
+    events: list[dict[str, Any]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from models_catalog import services
+
+    services.create_variant("tiny-chat", "tiny-long", {"ctx_size": 2048}, {"temperature": 0.5})
+    services.create_variant("tiny-chat", "tiny-short", {"ctx_size": 512}, {})
+    events.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete(f"{API}/models/tiny-chat").status_code == 200
+    assert [(e["type"], e["names"]) for e in events] == [
+        ("catalog.changed", ["tiny-chat"]),
+        ("catalog.changed", ["tiny-long"]),
+    ]
+    heir = CatalogModel.objects.get(name="tiny-long")
+    assert (
+        heir.base is None
+        and heir.path == str(library["tiny"])
+        and heir.settings.parameters == {"ctx_size": 2048}
+    )
+    assert CatalogModel.objects.get(name="tiny-short").base == heir
+    assert not CatalogModel.objects.filter(name="tiny-chat").exists()
+
+    scan_models(force=True)  # the file has its entry: the deleted name does not come back
+    assert sorted(
+        CatalogModel.objects.filter(path=str(library["tiny"])).values_list("name", "base__name")
+    ) == [
+        ("tiny-long", None),
+        ("tiny-short", "tiny-long"),
+    ]
+    assert api.get(f"{API}/models/tiny-short").json()["base"] == "tiny-long"
+
+
 def test_a_scan_can_be_triggered_and_reports_counts(api: Client, library: dict[str, Path]) -> None:
     library["tiny"].unlink()
 
@@ -431,7 +467,15 @@ def test_an_uploaded_blob_becomes_an_entry_and_goes_with_its_last_one(
     scan_models(force=True)  # a file outside the folders: kept, as an imported one is
     assert CatalogModel.objects.get(name="mine").state == CatalogModel.State.AVAILABLE
 
+    # Deleting the blob's entry leaves the models made from it, the oldest having the file now.
     assert api.delete(f"{API}/models/mine").status_code == 200
+    assert blob.exists() and CatalogModel.objects.get(name="mine-small").base is None
+    assert CatalogModel.objects.get(name="mine-too").base.name == "mine-small"
+    # Created again over that name: a variant of the model that has the file now.
+    again, replaced = services.create_from_file("mine-small", str(blob), {}, {}, digest)
+    assert replaced.name == "mine-small" and again.base.name == "mine-too"
+    assert api.delete(f"{API}/models/mine-small").status_code == 200 and blob.exists()
+    assert api.delete(f"{API}/models/mine-too").status_code == 200
     assert not blob.exists() and not CatalogModel.objects.filter(name__startswith="mine").exists()
     assert library["tiny"].exists()
     assert api.delete(f"{API}/models/tiny-chat").status_code == 200 and library["tiny"].exists()
