@@ -125,7 +125,10 @@ LLAMA_SERVER_PARAMS: dict[str, Param] = {
     "n_predict": Param("--n-predict", int, "Default maximum tokens to predict (-1 = unlimited)", minimum=-1),
     "keep": Param("--keep", int, "Tokens kept from the prompt when the context shifts", minimum=-1),
     "chat_template": Param(
-        "--chat-template", str, "Built-in chat template name to use instead of the model's"
+        "--chat-template",
+        str,
+        "Chat template instead of the model's: a built-in one's name (chatml, llama3, ...) or a Jinja template",
+        multiline=True,
     ),
     "reasoning_format": Param(
         "--reasoning-format", str, "How thinking is returned", choices=("none", "deepseek", "auto")

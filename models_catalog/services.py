@@ -100,6 +100,7 @@ def create_variant(
     entry and the one it replaced (see `_created`)."""
     base = get_model(base_name)
     name = _creatable_name(name, base)
+    parameters = _file_template_unset(parameters, base.chat_template)
     settings = _new_settings(settings_of(base), parameters, sampling)
     return _created(name, lambda: base.new_variant(name, CatalogModel.Source.MANUAL), settings)
 
@@ -114,10 +115,12 @@ def create_from_file(
     from models_catalog.discovery import read_entry_file
 
     name = _creatable_name(name)
-    settings = _new_settings(None, parameters, sampling)
     owners = CatalogModel.objects.filter(path=path, base__isnull=True)
     entry = CatalogModel(name=name, path=path, source=CatalogModel.Source.MANUAL)
-    if not owners.exclude(name=name).exists():
+    other = owners.exclude(name=name).first()
+    if other is not None:
+        entry.chat_template = other.chat_template  # (what was read from the file)
+    else:
         read_entry_file(entry)
         if entry.state != CatalogModel.State.AVAILABLE:
             raise CatalogError(
@@ -125,6 +128,7 @@ def create_from_file(
             )
         if digest:
             entry.digest, entry.digest_mtime = digest, os.stat(path).st_mtime
+    settings = _new_settings(None, _file_template_unset(parameters, entry.chat_template), sampling)
 
     def make() -> CatalogModel:
         # Asked once the model this replaces is gone (its variants may have the file now):
@@ -133,6 +137,15 @@ def create_from_file(
         return owner.new_variant(name, CatalogModel.Source.MANUAL) if owner is not None else entry
 
     return _created(name, make, settings)
+
+
+def _file_template_unset(parameters: dict[str, Any], file_template: str) -> dict[str, Any]:
+    """A `chat_template` that is the GGUF file's own (an `ollama show --modelfile` sent back
+    to `ollama create`) is no template of the model's own: the runner uses the file's."""
+    template = parameters.get("chat_template")
+    if isinstance(template, str) and file_template and template.strip() == file_template.strip():
+        return {**parameters, "chat_template": None}
+    return parameters
 
 
 def _creatable_name(name: str, base: CatalogModel | None = None) -> str:

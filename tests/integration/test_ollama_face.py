@@ -300,6 +300,45 @@ def test_a_modelfiles_system_becomes_the_default_system_prompt_of_chats_without_
     assert client.delete("tiny-french").status == "success"
 
 
+def test_a_modelfiles_template_is_the_runners_chat_template_when_it_is_jinja(
+    client: ollama.Client, stack
+) -> None:
+    # `ollama show --modelfile` sent back to `ollama create`: the file's own template, nothing kept.
+    own = client.show("tiny-chat").template
+    assert own and client.create("tiny-same", from_="tiny-chat", template=own).status == "success"
+    settings = httpx.get(
+        stack.url("dashboard") + "/api/manage/models/tiny-same", headers=stack.admin_headers()
+    ).json()["settings"]
+    assert "chat_template" not in settings["parameters"]
+
+    # A Jinja template of its own is the runner's: here a chat is just its last message's text.
+    template = "{{ messages[-1].content }}"
+    assert client.create("tiny-bare", from_="tiny-chat", template=template).status == "success"
+    assert client.show("tiny-bare").template == template
+    text = "the quick brown fox"
+    chat = httpx.post(
+        stack.url("ollama") + "/v1/chat/completions",
+        json={"model": "tiny-bare", "messages": [{"role": "user", "content": text}], "max_tokens": 1},
+        timeout=60,
+    )
+    assert chat.status_code == 200, chat.text
+    raw = httpx.post(
+        stack.url("ollama") + "/v1/completions",
+        json={"model": "tiny-chat", "prompt": text, "max_tokens": 1},
+        timeout=60,
+    ).json()
+    assert chat.json()["usage"]["prompt_tokens"] == raw["usage"]["prompt_tokens"]
+
+    go = httpx.post(
+        stack.url("ollama") + "/api/create",
+        json={"model": "tiny-go", "from": "tiny-chat", "template": "{{ .System }} {{ .Prompt }}"},
+        timeout=30,
+    )
+    assert go.status_code == 400 and "Go templates" in go.json()["error"]
+    for name in ("tiny-same", "tiny-bare"):
+        assert client.delete(name).status == "success"
+
+
 def test_a_modelfiles_stop_sequences_end_the_answers_of_every_face(client: ollama.Client, stack) -> None:
     # Greedy and without the prompt cache, the same request gives the same text every time.
     body: dict[str, Any] = {
@@ -441,7 +480,7 @@ def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, s
         (
             "POST",
             "/api/create",
-            json.dumps({"model": "x", "from": "tiny-chat", "template": "{{ .Prompt }}"}).encode(),
+            json.dumps({"model": "x", "from": "tiny-chat", "template": "{{ .Prompt }}"}).encode(),  # Go
             400,
         ),
         ("POST", "/api/create", json.dumps({"model": "tiny-embed", "from": "tiny-chat"}).encode(), 400),

@@ -510,6 +510,45 @@ def test_create_takes_a_modelfiles_parameters_as_runner_settings_and_sampling_de
     assert t.create_settings(create(system="Answer in French.")) == ({}, {"system": "Answer in French."})
 
 
+JINJA = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+
+
+@pytest.mark.parametrize(
+    ("template", "go"),
+    [
+        ("{{ .Prompt }}", True),
+        ("{{- if .System }}<|system|>{{ .System }}{{ end }}", True),
+        ("{{ range .Messages }}{{ .Content }}{{ end }}", True),
+        ("{{ range $i, $m := .Messages }}{{ $.System }}{{ end }}", True),
+        ("{{- end }}", True),
+        (JINJA, False),
+        ("{{ bos_token }}{% if messages[0].role == 'system' %}{{ messages[0].content }}{% endif %}", False),
+        ("{{- messages | length }}", False),
+    ],
+)
+def test_go_templates_are_told_from_jinja_ones(template: str, go: bool) -> None:
+    assert t.is_go_template(template) is go
+
+
+def test_create_keeps_a_jinja_template_as_the_runners_chat_template() -> None:
+    assert t.create_settings(create(template=JINJA)) == ({"chat_template": JINJA}, {})
+    with pytest.raises(t.TranslationError, match="Go templates"):
+        t.create_settings(create(template="{{ .System }} {{ .Prompt }}"))
+
+
+def test_show_gives_the_files_license() -> None:
+    assert t.show_response(make_view())["license"] == ""
+    assert t.show_response(make_view(metadata={"general.license": "apache-2.0"}))["license"] == "apache-2.0"
+
+
+def test_show_gives_the_template_the_runner_uses() -> None:
+    custom = make_view(parameters={"chat_template": JINJA})
+    assert t.show_response(custom)["template"] == JINJA
+    assert f'TEMPLATE """{JINJA}"""' in t.modelfile(custom)
+    named = make_view(parameters={"chat_template": "chatml"})  # a built-in one's name: the file's shown
+    assert t.show_response(named)["template"] == "{{ messages }}"
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [
