@@ -38,10 +38,34 @@ def blob_dir() -> Path:
 
 def blob_path(digest: str) -> Path:
     """Where the blob `sha256:<hex>` (or Ollama's file spelling `sha256-<hex>`) is kept."""
+    return blob_dir() / f"sha256-{_hex(digest)}"
+
+
+def _hex(digest: str) -> str:
     match = DIGEST_RE.match(digest or "")
     if match is None:
         raise BlobError(f"invalid digest {digest[:80]!r}: expected sha256:<64 hex digits>")
-    return blob_dir() / f"sha256-{match[1]}"
+    return match[1]
+
+
+def find_blob(digest: str) -> Path | None:
+    """The file whose sha256 is `digest`: an uploaded blob, or a model file the catalog already
+    has (its digest computed and kept, the file unchanged since), so that `ollama create` from
+    a GGUF that is already here (`FROM` the path `ollama show --modelfile` printed) uploads
+    nothing: the CLI asks with `HEAD /api/blobs/...` before it sends a byte."""
+    from models_catalog.models import CatalogModel
+
+    path = blob_path(digest)
+    if path.exists():
+        return path
+    known = CatalogModel.objects.filter(digest=f"sha256:{_hex(digest)}", split_count=1)
+    for file, hashed_at in known.values_list("path", "digest_mtime").distinct():
+        try:
+            if os.stat(file).st_mtime == hashed_at:
+                return Path(file)
+        except OSError:
+            continue
+    return None
 
 
 def store_blob(source: Any, digest: str) -> bool:
@@ -68,7 +92,8 @@ def store_blob(source: Any, digest: str) -> bool:
 
 
 def gguf_file(files: dict[str, str]) -> tuple[str, Path]:
-    """The one GGUF blob `files` names (file name → digest), with its path; BlobError otherwise."""
+    """The one GGUF blob `files` names (file name → digest), with its path (see `find_blob`);
+    BlobError otherwise."""
     ggufs = [(name, digest) for name, digest in files.items() if name.lower().endswith(".gguf")]
     if len(ggufs) != 1 or len(files) != 1:
         raise BlobError(
@@ -76,8 +101,8 @@ def gguf_file(files: dict[str, str]) -> tuple[str, Path]:
             "(safetensors, projectors and split models go into a model folder instead)"
         )
     name, digest = ggufs[0]
-    path = blob_path(digest)
-    if not path.exists():
+    path = find_blob(digest)
+    if path is None:
         raise BlobError(f"files: no blob {digest} (upload it with POST /api/blobs/{digest} first)")
     return name, path
 

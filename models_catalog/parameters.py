@@ -222,33 +222,29 @@ def canonical_name(name: str) -> str:
 
 def validate_parameters(values: dict[str, Any]) -> dict[str, Any]:
     """Known llama-server parameters, by canonical name; raises ValueError naming the field."""
-    if not isinstance(values, dict):
-        raise ParameterError("", "parameters must be an object of name → value")
-    clean: dict[str, Any] = {}
-    for raw_name, value in values.items():
-        name = canonical_name(raw_name)
-        spec = LLAMA_SERVER_PARAMS.get(name)
-        if spec is None:
-            raise ParameterError(
-                name, f"{raw_name}: unknown llama-server parameter (put other flags in extra_args)"
-            )
-        if value is None:
-            continue
-        clean[name] = spec.validate(name, value)
-    return clean
+    return _validated(
+        values,
+        LLAMA_SERVER_PARAMS,
+        "parameters",
+        "unknown llama-server parameter (put other flags in extra_args)",
+    )
 
 
 def validate_sampling(values: dict[str, Any]) -> dict[str, Any]:
+    return _validated(
+        values, SAMPLING_PARAMS, "sampling", f"unknown sampling parameter ({', '.join(SAMPLING_PARAMS)})"
+    )
+
+
+def _validated(values: dict[str, Any], table: dict[str, Param], group: str, unknown: str) -> dict[str, Any]:
     if not isinstance(values, dict):
-        raise ParameterError("", "sampling must be an object of name → value")
+        raise ParameterError("", f"{group} must be an object of name → value")
     clean: dict[str, Any] = {}
     for raw_name, value in values.items():
         name = canonical_name(raw_name)
-        spec = SAMPLING_PARAMS.get(name)
+        spec = table.get(name)
         if spec is None:
-            raise ParameterError(
-                name, f"{raw_name}: unknown sampling parameter ({', '.join(SAMPLING_PARAMS)})"
-            )
+            raise ParameterError(name, f"{raw_name}: {unknown}")
         if value is not None and (value := spec.validate(name, value)) != []:  # no stop sequences: no default
             clean[name] = value
     return clean

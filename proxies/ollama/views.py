@@ -563,16 +563,17 @@ async def push(request: HttpRequest) -> HttpResponse:
 
 @api.api_operation(["HEAD"], "/api/blobs/{digest}", include_in_schema=False)
 async def blob_exists(request: HttpRequest, digest: str) -> HttpResponse:
-    """200 when the blob was uploaded (or a model created from it still has it), else 404."""
+    """200 when the blob was uploaded (or a model created from it still has it) or a model file
+    in the catalog has that digest, else 404."""
     ctx = new_context(request, "blobs")
     try:
         await authorize(request, ctx)
-        path = blobs.blob_path(digest)
+        path = await sync_to_async(blobs.find_blob, thread_sensitive=False)(digest)
     except FaceError as exc:
         return face_error_response(exc)
     except blobs.BlobError as exc:
         return ollama_error(exc.status, exc.message)
-    return HttpResponse(status=200 if path.exists() else 404)
+    return HttpResponse(status=200 if path is not None else 404)
 
 
 @api.post("/api/blobs/{digest}", include_in_schema=False)
@@ -610,11 +611,12 @@ async def create(request: HttpRequest) -> HttpResponse:
             raise FaceError(400, str(exc)) from None
         if parsed.files:
             try:
-                file_name, blob = blobs.gguf_file(parsed.files)
+                file_name, blob = await sync_to_async(blobs.gguf_file, thread_sensitive=False)(parsed.files)
             except blobs.BlobError as exc:
                 raise FaceError(exc.status, exc.message) from None
-            source = f"the uploaded {file_name}"
-            digest = "sha256:" + blob.name.removeprefix("sha256-")
+            uploaded = blob.parent == blobs.blob_dir()
+            source = f"the uploaded {file_name}" if uploaded else f"{blob}, already here"
+            digest = "sha256:" + blob.name.removeprefix("sha256-") if uploaded else ""
             created = await catalog_service(
                 "create_from_file", name, str(blob), runner_params, sampling, digest
             )

@@ -425,6 +425,37 @@ def test_create_from_an_uploaded_gguf_keeps_the_blob_until_its_last_model_is_del
     assert source.exists()
 
 
+def test_create_from_a_gguf_the_catalog_has_uploads_nothing_and_makes_a_variant(
+    client: ollama.Client, stack
+) -> None:
+    # `ollama show --modelfile tiny-chat` prints FROM <its file>; the CLI asks for that file's
+    # blob by digest before uploading it. Listed once, the file's digest is known here.
+    path = stack.models_dir / "tiny-chat.gguf"
+    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert {m.model: m.digest for m in client.list().models}["tiny-chat:latest"] == digest.removeprefix(
+        "sha256:"
+    )
+    assert httpx.head(stack.url("ollama") + "/api/blobs/" + digest).status_code == 200
+
+    progress = list(
+        client.create(
+            "tiny-from-file", files={"tiny-chat.gguf": digest}, parameters={"num_ctx": 768}, stream=True
+        )
+    )
+    assert progress[-1].status == "success" and "already here" in progress[0].status
+    shown = httpx.get(
+        stack.url("dashboard") + "/api/manage/models/tiny-from-file", headers=stack.admin_headers()
+    ).json()
+    assert (shown["base"], shown["path"]) == ("tiny-chat", str(path))
+    assert shown["settings"]["parameters"]["ctx_size"] == 768
+    assert not (stack.home / "blobs" / digest.replace(":", "-")).exists()  # nothing was copied
+    answer = client.generate(model="tiny-from-file", prompt="hi", options=FIXED)
+    assert answer.done and answer.eval_count == FIXED["num_predict"]
+
+    assert client.delete("tiny-from-file").status == "success"
+    assert path.exists() and httpx.head(stack.url("ollama") + "/api/blobs/" + digest).status_code == 200
+
+
 def test_blobs_and_files_that_cannot_make_a_model_are_refused(client: ollama.Client, stack) -> None:
     blob_url = stack.url("ollama") + "/api/blobs/"
     zeros = "sha256:" + "0" * 64
