@@ -19,6 +19,10 @@ from django.urls import get_callable
 
 ErrorRenderer = Callable[[HttpRequest, int, str], HttpResponse]
 
+# SQLite's integers are signed 64-bit: a larger id or offset in a request would fail in the
+# database driver, so request schemas bound numbers that reach a query by it.
+MAX_DB_INT = 2**63 - 1
+
 
 def client_error(exception: Exception | None) -> tuple[int, str]:
     """Status and message for what Django turns into a 400 (a SuspiciousOperation)."""

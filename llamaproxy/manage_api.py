@@ -88,6 +88,12 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
     return error_response(request, 400, f"{field}: {message}" if field else message, field)
 
 
+@api.exception_handler(OverflowError)
+def _overflow(request: HttpRequest, exc: OverflowError) -> HttpResponse:
+    """A number too large for the database (an id in the path, say) is the client's mistake."""
+    return error_response(request, 400, "a number in the request is out of range")
+
+
 @api.exception_handler(AuthenticationError)
 def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return error_response(request, 401, "log in or send an admin API key")

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 
 from llamaproxy.health import collect_health
 from llamaproxy.http_errors import client_error, method_not_allowed_with
@@ -60,7 +61,10 @@ def frontend_asset(request: HttpRequest, path: str) -> HttpResponse:
 
 async def _playground_refusal(request: HttpRequest) -> HttpResponse | None:
     """The Playground's gate, in OpenAI's error shape: POST, from a staff user logged in to the
-    dashboard; a request let through is recorded under the "playground" face."""
+    dashboard, with the CSRF token (checked here rather than by the middleware, whose refusal
+    is an HTML page); a request let through is recorded under the "playground" face."""
+    from ninja.utils import check_csrf
+
     from proxies.openai_face import openai_error
 
     if request.method != "POST":
@@ -68,13 +72,16 @@ async def _playground_refusal(request: HttpRequest) -> HttpResponse | None:
     user = await request.auser()
     if not (user.is_authenticated and user.is_staff):
         return openai_error(401, "log in to the dashboard first")
+    if check_csrf(request) is not None:
+        return openai_error(403, "CSRF check failed: reload the dashboard and try again")
     request.face = "playground"
     return None
 
 
+@csrf_exempt  # (checked by _playground_refusal)
 async def playground_chat(request: HttpRequest) -> HttpResponse:
     """The Playground's chat: the OpenAI face's chat completions behind the dashboard login, so the
-    browser needs no API key and no CORS (CSRF is checked by the middleware like any form)."""
+    browser needs no API key and no CORS (and the CSRF token is checked, as for any form)."""
     from proxies.gateway import (
         FaceError,
         acquire_runner,
@@ -105,9 +112,10 @@ async def playground_chat(request: HttpRequest) -> HttpResponse:
     )
 
 
+@csrf_exempt  # (checked by _playground_refusal)
 async def playground_audio(request: HttpRequest, task: str) -> HttpResponse:
     """The Playground's audio box: the OpenAI face's /v1/audio/transcriptions and /translations
-    behind the dashboard login (CSRF is checked by the middleware, as for the chat)."""
+    behind the dashboard login (with the CSRF token, as for the chat)."""
     from proxies.audio import audio_endpoint
 
     if (refusal := await _playground_refusal(request)) is not None:
@@ -133,6 +141,13 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     if _is_api(request):
         return _manage_error(request, 404, f"unknown endpoint {request.method} {request.path}")
     return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A failure of ours (logged with its traceback by Django): JSON on the API paths too."""
+    if _is_api(request):
+        return _manage_error(request, 500, "internal error in llamaproxy; see logs/gateway.log")
+    return defaults.server_error(request)
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema
 from ninja.responses import Status
 
+from llamaproxy.http_errors import MAX_DB_INT
 from models_catalog import backup, discovery, importer, services
 from models_catalog.errors import CatalogError
 from models_catalog.models import CatalogModel, ModelFolder
@@ -84,7 +85,7 @@ def list_models(request: HttpRequest, filters: Query[ModelFilters]) -> Any:
     if filters.folder:
         by = (
             {"folder_id": int(filters.folder)}
-            if filters.folder.isdigit()
+            if filters.folder.isdigit() and int(filters.folder) <= MAX_DB_INT
             else {"folder__path": filters.folder}
         )
         models = models.filter(**by)

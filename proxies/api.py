@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
+from llamaproxy.http_errors import MAX_DB_INT
 from proxies.keys import create_key, revoke_key
 from proxies.models import ApiKey, UsageRecord
 
@@ -18,14 +19,14 @@ router = Router(tags=["usage and keys"])
 
 class UsageFilter(Schema):
     model: str | None = None
-    key: int | None = Field(None, description="API key id")
+    key: int | None = Field(None, description="API key id", ge=0, le=MAX_DB_INT)
     face: str | None = None
     endpoint: str | None = None
-    status: int | None = None
+    status: int | None = Field(None, ge=0, le=999)
     since: datetime | None = None
     until: datetime | None = None
     limit: int = Field(100, ge=1, le=5000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_DB_INT)
 
 
 class UsageOut(Schema):

@@ -25,3 +25,4 @@ urlpatterns = [
 handler400 = "llamaproxy.views.bad_request"
 handler404 = "llamaproxy.views.not_found"
 handler405 = "llamaproxy.views.method_not_allowed"
+handler500 = "llamaproxy.views.server_error"

@@ -160,3 +160,66 @@ def test_the_playground_needs_a_dashboard_login(client: Client) -> None:
     )
     assert response.status_code == 401
     assert response.json()["error"]["message"]
+
+
+def test_the_playground_refuses_a_post_without_the_csrf_token_in_openais_shape() -> None:
+    User.objects.create_superuser("admin", "a@b.c", "pw-123456")
+    browser, _token = csrf_client()
+    browser.login(username="admin", password="pw-123456")
+    body = json.dumps({"model": "nobody", "messages": [{"role": "user", "content": "hi"}]})
+    for path in ("/api/playground/v1/chat/completions", "/api/playground/v1/audio/transcriptions"):
+        refused = browser.post(path, body, content_type="application/json")
+        assert refused.status_code == 403 and refused["content-type"] == "application/json", path
+        assert "CSRF" in refused.json()["error"]["message"]
+    token = browser.cookies["csrftoken"].value
+    passed = browser.post(
+        "/api/playground/v1/chat/completions",
+        body,
+        content_type="application/json",
+        headers={"X-CSRFToken": token},
+    )
+    assert passed.status_code == 404 and passed.json()["error"]["message"]  # past the gate: no such model
+    # Not logged in, no token either: told to log in, in JSON (not Django's CSRF page).
+    anonymous = Client(enforce_csrf_checks=True).post(
+        "/api/playground/v1/chat/completions", body, content_type="application/json"
+    )
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["message"]
+
+
+HUGE = str(2**70)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("get", f"/api/manage/usage?key={HUGE}", "key"),
+        ("get", f"/api/manage/usage?offset={HUGE}", "offset"),
+        ("get", f"/api/manage/usage/totals?status={HUGE}", "status"),
+        ("delete", f"/api/manage/keys/{HUGE}", None),
+        ("delete", f"/api/manage/folders/{HUGE}", None),
+        ("post", f"/api/manage/runners/{HUGE}/load", None),
+    ],
+)
+def test_numbers_too_large_for_the_database_are_a_400_in_the_apis_shape(
+    staff: Client, method: str, path: str, field: str | None
+) -> None:
+    response = getattr(staff, method)(path)
+    assert response.status_code in (400, 404), response.content
+    assert response["content-type"].startswith("application/json")
+    if field is not None:
+        assert response.status_code == 400 and response.json()["error"]["field"] == field
+
+
+def test_a_huge_folder_id_filter_matches_nothing(staff: Client) -> None:
+    response = staff.get(f"/api/manage/models?folder={HUGE}")
+    assert response.status_code == 200 and response.json() == []
+
+
+def test_a_failure_of_ours_on_an_api_path_is_json(rf) -> None:
+    from llamaproxy.views import server_error
+
+    response = server_error(rf.get("/api/manage/models"))
+    assert (
+        response.status_code == 500 and "internal error" in json.loads(response.content)["error"]["message"]
+    )
+    assert b"<html" in server_error(rf.get("/models/x")).content.lower()
