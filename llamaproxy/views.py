@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.shortcuts import render
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 from llamaproxy.health import collect_health
 from llamaproxy.http_errors import client_error, method_not_allowed_with
@@ -33,6 +34,8 @@ def _file_under(root: Path, relative: str) -> Path | None:
     return target
 
 
+@csrf_exempt  # (it only reads: any other method is a 405, not a CSRF page)
+@require_safe
 def dashboard_index(request: HttpRequest, path: str = "") -> HttpResponse:
     """The Vue app for every client-side route (and the few files at the top of dist/);
     without a build, a page that says how to reach the rest."""
@@ -140,6 +143,10 @@ def _is_api(request: HttpRequest) -> bool:
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
         return _manage_error(request, 404, f"unknown endpoint {request.method} {request.path}")
+    if request.path.startswith("/v1/"):  # an OpenAI client given the dashboard's port
+        api_port = settings.LLAMAPROXY_PORTS.get("api")
+        where = f"the OpenAI API is on port {api_port}" if api_port else "the OpenAI API port is turned off"
+        return _manage_error(request, 404, f"this is the dashboard's port: {where}")
     return defaults.page_not_found(request, exception)
 
 

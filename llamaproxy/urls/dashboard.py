@@ -19,7 +19,7 @@ urlpatterns = [
     path("", views.dashboard_index, name="dashboard"),
     # Client-side routes of the Vue app (/models/x, /activity, ...): everything else that is not
     # a server route gets index.html.
-    re_path(r"^(?!admin/|api/|health$|ws/|static/|assets/)(?P<path>.+)$", views.dashboard_index),
+    re_path(r"^(?!admin/|api/|v1/|health$|ws/|static/|assets/)(?P<path>.+)$", views.dashboard_index),
 ]
 
 handler400 = "llamaproxy.views.bad_request"

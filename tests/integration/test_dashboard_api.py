@@ -152,6 +152,17 @@ def test_client_side_routes_get_the_app_and_assets_are_served_safely(
     assert client.get("/api/manage/nothing-here").status_code == 404  # API routes never fall back to the app
 
 
+def test_an_api_request_sent_to_the_dashboards_port_is_told_where_to_go() -> None:
+    browser = Client(enforce_csrf_checks=True)  # (as a script would be: no CSRF token)
+    body = json.dumps({"model": "x", "messages": []})
+    lost = browser.post("/v1/chat/completions", body, content_type="application/json")
+    assert lost.status_code == 404 and "port 8585" in lost.json()["error"]["message"]
+    assert browser.get("/v1/models").status_code == 404
+    # The app's pages only read: another method is a 405, not a CSRF page.
+    refused = browser.post("/models/tiny-chat", body, content_type="application/json")
+    assert refused.status_code == 405 and b"<html" not in refused.content.lower()
+
+
 def test_the_playground_needs_a_dashboard_login(client: Client) -> None:
     response = client.post(
         "/api/playground/v1/chat/completions",
