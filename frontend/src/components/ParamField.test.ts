@@ -14,6 +14,12 @@ describe("ParamField", () => {
     expect(field.emitted("update:modelValue")).toEqual([[4096], ["lots"], [null]]);
   });
 
+  it("says a number's bounds in its placeholder", () => {
+    const mirostat = { ...ctx, name: "mirostat", flag: "", minimum: 0, maximum: 2 };
+    expect(mount(ParamField, { props: { spec: mirostat, modelValue: null } }).find("input").attributes("placeholder")).toBe("int 0–2");
+    expect(mount(ParamField, { props: { spec: ctx, modelValue: null } }).find("input").attributes("placeholder")).toBe("int ≥ 0");
+  });
+
   it("shows the server's error on the field", () => {
     const field = mount(ParamField, { props: { spec: ctx, modelValue: -1, error: "ctx_size must be at least 0" } });
     expect(field.find("[data-test=field-error]").text()).toBe("ctx_size must be at least 0");
