@@ -60,7 +60,7 @@ format: venv
 
 test: test-setup
 	$(BIN)/ruff check .
-	cd frontend && npx vitest run
+	cd frontend && npx vitest run && npm run --silent typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -29,7 +29,7 @@ describe("api", () => {
     vi.spyOn(globalThis, "fetch").mockResolvedValue(
       reply(400, { error: { message: "ctx_size must be at least 0", field: "parameters.ctx_size" } }),
     );
-    const error = await api.patch("/models/x", { parameters: { ctx_size: -1 } }).catch((e) => e);
+    const error = (await api.patch("/models/x", { parameters: { ctx_size: -1 } }).catch((e) => e)) as ApiError;
     expect(error).toBeInstanceOf(ApiError);
     expect(error.status).toBe(400);
     expect(error.field).toBe("parameters.ctx_size");
