@@ -48,14 +48,24 @@ class _Request(BaseModel):
         return (self.model or self.name or "").strip()
 
 
-class ChatRequest(_Request):
+class _Generation(_Request):
+    logprobs: StrictBool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @property
+    def wanted_logprobs(self) -> int | None:
+        """How many alternatives each token's log probability comes with; None: none wanted."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class ChatRequest(_Generation):
     messages: list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None
     format: StrictStr | dict[str, Any] | None = None
     think: StrictBool | StrictStr | None = None
 
 
-class GenerateRequest(_Request):
+class GenerateRequest(_Generation):
     prompt: StrictStr | None = None
     suffix: StrictStr | None = None
     system: StrictStr | None = None
@@ -344,26 +354,33 @@ def chat_plan(request: ChatRequest) -> UpstreamPlan:
     if request.tools:
         body["tools"] = [_openai_tool(tool) for tool in request.tools]
     body.update(think_fields(request.think))
+    if request.tools and request.logprobs:
+        raise TranslationError(
+            "logprobs: not available together with tools (llama-server streams neither so)"
+        )
     plan = UpstreamPlan(
         "/v1/chat/completions", body, options.runner_params, keep_alive_seconds(request.keep_alive)
     )
     schema = format_schema(request.format)
     if schema is not None:
         plan = structured_plan(plan, schema)
-    return _streaming(plan)
+    return _with_logprobs(_streaming(plan), request.wanted_logprobs)
 
 
 def generate_plan(request: GenerateRequest) -> UpstreamPlan:
     options = split_options(request.options)
     ttl = keep_alive_seconds(request.keep_alive)
     schema = format_schema(request.format)
+    wanted = request.wanted_logprobs
     if request.suffix:
-        return _streaming(infill_plan(request, options, ttl, schema))
+        return _with_logprobs(_streaming(infill_plan(request, options, ttl, schema)), wanted)
     if request.raw:
         body: dict[str, Any] = {"prompt": request.prompt or "", **options.sampling}
         if schema is not None:
             body["json_schema"] = schema
-        return _streaming(UpstreamPlan("/v1/completions", body, options.runner_params, ttl))
+        return _with_logprobs(
+            _streaming(UpstreamPlan("/v1/completions", body, options.runner_params, ttl)), wanted
+        )
     messages: list[dict[str, Any]] = []
     if request.system:
         messages.append({"role": "system", "content": request.system})
@@ -372,7 +389,19 @@ def generate_plan(request: GenerateRequest) -> UpstreamPlan:
     plan = UpstreamPlan("/v1/chat/completions", body, options.runner_params, ttl)
     if schema is not None:
         plan = structured_plan(plan, schema)
-    return _streaming(plan)
+    return _with_logprobs(_streaming(plan), wanted)
+
+
+def _with_logprobs(plan: UpstreamPlan, wanted: int | None) -> UpstreamPlan:
+    """Ask llama-server for each token's log probability (and `wanted` alternatives). It gives
+    one only with at least one alternative, which the translation drops again (OllamaStream)."""
+    if wanted is not None:
+        count = max(1, wanted)
+        if plan.path == "/v1/chat/completions":
+            plan.body.update(logprobs=True, top_logprobs=count)
+        else:  # /v1/completions and /infill take llama-server's own field
+            plan.body["n_probs"] = count
+    return plan
 
 
 def infill_plan(
@@ -564,7 +593,9 @@ class OllamaStream:
     model: str
     kind: Literal["chat", "generate"]
     show_thinking: bool = True
+    top_logprobs: int | None = None  # alternatives per token's log probability; None: none asked for
     tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # not yet sent with a piece
     finish_reason: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
@@ -576,10 +607,14 @@ class OllamaStream:
             self.timings = chunk["timings"]
         objects: list[dict[str, Any]] = []
         if "choices" not in chunk and isinstance(chunk.get("content"), str):
+            if self.top_logprobs is not None:
+                self._take_logprobs(chunk.get("completion_probabilities"))
             return self._feed_native(chunk, now)
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
+            if self.top_logprobs is not None and isinstance(choice.get("logprobs"), dict):
+                self._take_logprobs(choice["logprobs"].get("content"))
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
             text = delta.get("content") or choice.get("text") or ""
             thinking = (delta.get("reasoning_content") or "") if self.show_thinking else ""
@@ -600,6 +635,19 @@ class OllamaStream:
             self.usage = native_usage(chunk)
         return [self._piece(chunk["content"], "", now)] if chunk["content"] else []
 
+    def _take_logprobs(self, entries: Any) -> None:
+        """llama-server's per-token probabilities in Ollama's shape (token, logprob, bytes, and
+        `top_logprobs` as many as were asked for), held until a piece goes out with them."""
+        for entry in entries if isinstance(entries, list) else ():
+            if not isinstance(entry, dict) or "logprob" not in entry:
+                continue
+            item = _token_logprob(entry)
+            if self.top_logprobs:
+                item["top_logprobs"] = [_token_logprob(alt) for alt in (entry.get("top_logprobs") or [])][
+                    : self.top_logprobs
+                ]
+            self.logprobs.append(item)
+
     def _gather(self, call: dict[str, Any]) -> None:
         slot = self.tool_calls.setdefault(
             int(call.get("index", len(self.tool_calls))), {"name": "", "arguments": ""}
@@ -611,7 +659,10 @@ class OllamaStream:
             slot["id"] = call["id"]
 
     def _base(self, now: float) -> dict[str, Any]:
-        return {"model": self.model, "created_at": timestamp(now)}
+        base: dict[str, Any] = {"model": self.model, "created_at": timestamp(now)}
+        if self.logprobs:
+            base["logprobs"], self.logprobs = self.logprobs, []
+        return base
 
     def _piece(self, text: str, thinking: str, now: float) -> dict[str, Any]:
         piece = self._base(now)
@@ -650,6 +701,13 @@ class OllamaStream:
         final["done_reason"] = DONE_REASONS.get(self.finish_reason or "stop", "stop")
         final.update(durations(self.usage, self.timings, total_ns, load_ns))
         return final
+
+
+def _token_logprob(entry: dict[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {"token": str(entry.get("token", "")), "logprob": entry.get("logprob")}
+    if isinstance(entry.get("bytes"), list):
+        item["bytes"] = entry["bytes"]
+    return item
 
 
 def ollama_tool_calls(gathered: dict[int, dict[str, str]]) -> list[dict[str, Any]]:
@@ -706,6 +764,9 @@ def merge_objects(objects: list[dict[str, Any]]) -> dict[str, Any]:
     """The one object of `stream: false`: the final object with every piece's text joined."""
     final = dict(objects[-1])
     pieces = objects[:-1]
+    logprobs = [entry for obj in objects for entry in obj.get("logprobs", ())]
+    if logprobs:
+        final["logprobs"] = logprobs
     if "message" in final:
         message: dict[str, Any] = {
             "role": "assistant",

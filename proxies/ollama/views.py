@@ -248,7 +248,12 @@ async def generate_like(request: HttpRequest, kind: Kind) -> HttpResponse:
         return _refuse(ctx, FaceError(400, str(exc)))
     except FaceError as exc:
         return _refuse(ctx, exc)
-    stream = t.OllamaStream(model=parsed.model_name, kind=kind, show_thinking=parsed.think is not False)
+    stream = t.OllamaStream(
+        model=parsed.model_name,
+        kind=kind,
+        show_thinking=parsed.think is not False,
+        top_logprobs=parsed.wanted_logprobs,
+    )
     return await relay_ndjson(lease, ctx, plan, stream)
 
 

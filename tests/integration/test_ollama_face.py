@@ -300,6 +300,35 @@ def test_a_modelfiles_system_becomes_the_default_system_prompt_of_chats_without_
     assert client.delete("tiny-french").status == "success"
 
 
+def test_logprobs_come_with_every_generated_token_on_chat_and_generate(client: ollama.Client, stack) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    chat = client.chat(model="tiny-chat", messages=messages, options=FIXED, logprobs=True, top_logprobs=3)
+    assert chat.logprobs is not None and len(chat.logprobs) == chat.eval_count == FIXED["num_predict"]
+    for entry in chat.logprobs:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
+
+    streamed = list(
+        client.generate(model="tiny-chat", prompt="hi", options=FIXED, logprobs=True, stream=True)
+    )
+    per_piece = [entry for part in streamed for entry in (part.logprobs or [])]
+    assert len(per_piece) == FIXED["num_predict"] and all(entry.top_logprobs is None for entry in per_piece)
+
+    raw = client.generate(
+        model="tiny-chat", prompt="once", raw=True, options=FIXED, logprobs=True, top_logprobs=2
+    )
+    assert len(raw.logprobs or []) == FIXED["num_predict"] and len(raw.logprobs[0].top_logprobs) == 2
+    plain = client.chat(model="tiny-chat", messages=messages, options=FIXED)
+    assert plain.logprobs is None
+
+    too_many = httpx.post(
+        stack.url("ollama") + "/api/chat",
+        json={"model": "tiny-chat", "messages": messages, "logprobs": True, "top_logprobs": 50},
+        timeout=30,
+    )
+    assert too_many.status_code == 400 and "top_logprobs" in too_many.json()["error"]
+
+
 def test_a_modelfiles_template_is_the_runners_chat_template_when_it_is_jinja(
     client: ollama.Client, stack
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from proxies.catalog_view import ModelView
 from proxies.ollama import translate as t
@@ -565,3 +566,104 @@ def test_show_gives_the_template_the_runner_uses() -> None:
 def test_create_refuses_what_a_variant_cannot_keep_naming_it(body: dict[str, Any], named: str) -> None:
     with pytest.raises(t.TranslationError, match=named):
         t.create_settings(create(**body))
+
+
+def _probs(token: str, logprob: float, alternatives: list[tuple[str, float]]) -> dict[str, Any]:
+    return {
+        "id": 7,
+        "token": token,
+        "bytes": list(token.encode()),
+        "logprob": logprob,
+        "top_logprobs": [
+            {"id": 8, "token": alt, "bytes": list(alt.encode()), "logprob": value}
+            for alt, value in alternatives
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"logprobs": True}, {"logprobs": True, "top_logprobs": 1}),  # llama-server gives none without one
+        ({"logprobs": True, "top_logprobs": 3}, {"logprobs": True, "top_logprobs": 3}),
+        ({"logprobs": False, "top_logprobs": 3}, {}),
+        ({"logprobs": True, "top_logprobs": 2, "format": {"type": "object"}}, {"n_probs": 2}),
+    ],
+)
+def test_logprobs_are_asked_of_the_runner_in_its_endpoints_fields(body: dict[str, Any], fields: dict) -> None:
+    plan = t.chat_plan(
+        t.ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}], **body})
+    )
+    asked = {key: plan.body[key] for key in ("logprobs", "top_logprobs", "n_probs") if key in plan.body}
+    assert asked == fields
+    raw = t.generate_plan(
+        t.GenerateRequest.model_validate({"model": "m", "prompt": "x", "raw": True, **body})
+    )
+    assert ("n_probs" in raw.body) == bool(body.get("logprobs"))
+
+
+def test_logprobs_with_tools_or_out_of_range_are_refused() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    with pytest.raises(t.TranslationError, match="logprobs"):
+        t.chat_plan(
+            t.ChatRequest.model_validate({"model": "m", "messages": [], "tools": tools, "logprobs": True})
+        )
+    with pytest.raises(ValidationError):
+        t.ChatRequest.model_validate({"model": "m", "top_logprobs": 21})
+
+
+def test_each_pieces_token_log_probabilities_go_out_with_it_and_are_joined_when_not_streaming() -> None:
+    chunks = [
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": "Hi"},
+                    "logprobs": {"content": [_probs("Hi", -0.1, [("Hi", -0.1), ("Yo", -2.5)])]},
+                }
+            ]
+        },
+        {
+            "choices": [
+                {"index": 0, "delta": {"content": ""}, "logprobs": {"content": [_probs("\xe2", -0.5, [])]}}
+            ]
+        },
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": " there"},
+                    "logprobs": {"content": [_probs(" there", -0.3, [(" there", -0.3)])]},
+                }
+            ]
+        },
+        {
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 3},
+        },
+    ]
+    objects = feed_all(t.OllamaStream(model="m", kind="chat", top_logprobs=1), chunks)
+    assert objects[0]["logprobs"] == [
+        {
+            "token": "Hi",
+            "logprob": -0.1,
+            "bytes": [72, 105],
+            "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}],
+        }
+    ]
+    # A token that printed nothing yet goes out with the next piece.
+    assert [entry["token"] for entry in objects[1]["logprobs"]] == ["\xe2", " there"]
+    merged = t.merge_objects(feed_all(t.OllamaStream(model="m", kind="chat", top_logprobs=0), chunks))
+    assert [entry["logprob"] for entry in merged["logprobs"]] == [-0.1, -0.5, -0.3]
+    assert all("top_logprobs" not in entry for entry in merged["logprobs"])  # none asked for
+    plain = t.merge_objects(feed_all(t.OllamaStream(model="m", kind="chat"), chunks))
+    assert "logprobs" not in plain and "logprobs" not in plain["message"]
+
+
+def test_llama_servers_own_stream_gives_its_completion_probabilities() -> None:
+    chunks = [
+        {"content": "def", "stop": False, "completion_probabilities": [_probs("def", -0.2, [("def", -0.2)])]},
+        {"content": "", "stop": True, "stop_type": "limit", "tokens_predicted": 1, "tokens_evaluated": 4},
+    ]
+    merged = t.merge_objects(feed_all(t.OllamaStream(model="coder", kind="generate", top_logprobs=1), chunks))
+    assert merged["response"] == "def" and merged["logprobs"][0]["top_logprobs"][0]["token"] == "def"
