@@ -56,3 +56,20 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.face} {self.endpoint} {self.model} {self.status}"
+
+
+class StoredChat(models.Model):
+    """A point in a conversation of LM Studio's stateful `/api/v1/chat`: the messages up to and
+    including the answer that got this `response_id`. A later request naming it as its
+    `previous_response_id` goes on from there (any earlier point can be branched from)."""
+
+    response_id = models.CharField(max_length=64, primary_key=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    model = models.CharField(max_length=200)
+    system_prompt = models.TextField(blank=True, default="")
+    messages = models.JSONField(default=list, help_text="OpenAI-style messages, the system prompt apart")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "stored LM Studio chat"

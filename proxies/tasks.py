@@ -1,4 +1,5 @@
-"""Usage retention: a beat task prunes rows older than LLAMAPROXY_USAGE_RETENTION_DAYS."""
+"""Usage retention: a beat task prunes rows (and stored LM Studio chats) older than
+LLAMAPROXY_USAGE_RETENTION_DAYS."""
 
 from celery import shared_task
 from django.conf import settings

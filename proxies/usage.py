@@ -236,8 +236,13 @@ atexit.register(usage_writer.store_at_exit)  # at exit: store what is left; nobo
 
 
 def prune_usage(retention_days: int) -> int:
+    """Usage rows, and the LM Studio chats kept for `previous_response_id`, older than the
+    retention; the number of usage rows deleted."""
+    from proxies.models import StoredChat
+
     if retention_days <= 0:
         return 0
     cutoff = timezone.now() - timedelta(days=retention_days)
+    StoredChat.objects.filter(created_at__lt=cutoff).delete()
     deleted, _ = UsageRecord.objects.filter(created_at__lt=cutoff).delete()
     return deleted

@@ -7,8 +7,10 @@ parameters.
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
@@ -263,3 +265,161 @@ def load_response(
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+# --- LM Studio 0.4's /api/v1/chat ---------------------------------------------------------------
+
+REASONING_EFFORTS = ("low", "medium", "high")
+
+
+class ChatRequest(BaseModel):
+    """`POST /api/v1/chat`: one user turn (`input`), optionally going on from a stored answer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: StrictStr = Field(min_length=1)
+    input: StrictStr | list[dict[str, Any]]
+    system_prompt: StrictStr | None = None
+    integrations: list[Any] | None = None
+    stream: StrictBool | None = None
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repeat_penalty: float | None = Field(default=None, ge=0)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    reasoning: Literal["off", "low", "medium", "high", "on"] | None = None
+    context_length: int | None = Field(default=None, ge=1)
+    store: StrictBool | None = None
+    previous_response_id: StrictStr | None = None
+
+
+def user_message(value: str | list[dict[str, Any]]) -> dict[str, Any]:
+    """`input` as the chat's user message: a text, or items of text and images (data URLs)."""
+    if isinstance(value, str):
+        return {"role": "user", "content": value}
+    parts: list[dict[str, Any]] = []
+    for item in value:
+        kind = item.get("type")
+        text = item.get("content", item.get("text"))
+        image = item.get("data_url") or item.get("image_url")
+        if kind in ("text", "message") and isinstance(text, str):
+            parts.append({"type": "text", "text": text})
+        elif kind == "image" and isinstance(image, str) and image.startswith("data:image/"):
+            parts.append({"type": "image_url", "image_url": {"url": image}})
+        else:
+            raise TranslationError(
+                'input: each item is {"type": "text", "content": ...} or {"type": "image", "data_url": "data:image/..."}'
+            )
+    if not parts:
+        raise TranslationError("input: nothing to send")
+    return {"role": "user", "content": parts}
+
+
+def chat_body(request: ChatRequest, history: list[dict[str, Any]], system_prompt: str) -> dict[str, Any]:
+    """The OpenAI chat request for llama-server, streamed (with its usage) whether the client
+    streams or not: the answer is put together from the stream either way."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages += [*history, user_message(request.input)]
+    body: dict[str, Any] = {"messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+    for name in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.max_output_tokens is not None:
+        body["max_tokens"] = request.max_output_tokens
+    if request.reasoning is not None:
+        kwargs: dict[str, Any] = {"enable_thinking": request.reasoning != "off"}
+        if request.reasoning in REASONING_EFFORTS:
+            kwargs["reasoning_effort"] = request.reasoning
+        body["chat_template_kwargs"] = kwargs
+    return body
+
+
+Event = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class ChatEvents:
+    """llama-server's chat stream as `/api/v1/chat`'s named events (`chat.start`, the model load,
+    `prompt_processing.*`, `reasoning.*`, `message.*`, `chat.end` with the whole result), and the
+    result itself for a client that does not stream."""
+
+    model_instance_id: str
+    reasoning: str = ""
+    message: str = ""
+    reasoning_tokens: int = 0
+    _open: str | None = None  # "reasoning" or "message", while its deltas go on
+    _prompt_done: bool = False
+
+    def opening(self, load_seconds: float) -> list[Event]:
+        events = [self._event("chat.start", model_instance_id=self.model_instance_id)]
+        if load_seconds > 0:  # the runner was started for this request
+            events += [
+                self._event("model_load.start", model_instance_id=self.model_instance_id),
+                self._event(
+                    "model_load.end",
+                    model_instance_id=self.model_instance_id,
+                    load_time_seconds=round(load_seconds, 3),
+                ),
+            ]
+        return [*events, self._event("prompt_processing.start")]
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        events: list[Event] = []
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            thinking, text = delta.get("reasoning_content") or "", delta.get("content") or ""
+            if thinking:
+                events += self._switch("reasoning")
+                self.reasoning += thinking
+                self.reasoning_tokens += 1
+                events.append(self._event("reasoning.delta", content=thinking))
+            if text:
+                events += self._switch("message")
+                self.message += text
+                events.append(self._event("message.delta", content=text))
+        return events
+
+    def closing(self) -> list[Event]:
+        return self._switch(None)
+
+    def result(self, meter: Any) -> dict[str, Any]:
+        output = [{"type": "reasoning", "content": self.reasoning}] if self.reasoning else []
+        output.append({"type": "message", "content": self.message})
+        ttft = meter.ttft_ms
+        return {
+            "model_instance_id": self.model_instance_id,
+            "output": output,
+            "stats": {
+                "input_tokens": meter.prompt_tokens or 0,
+                "total_output_tokens": meter.completion_tokens or 0,
+                "reasoning_output_tokens": self.reasoning_tokens,
+                "tokens_per_second": meter.decode_tps or 0,
+                "time_to_first_token_seconds": round(ttft / 1000, 3) if ttft is not None else 0,
+            },
+        }
+
+    def _switch(self, part: str | None) -> list[Event]:
+        events: list[Event] = []
+        if not self._prompt_done and part is not None:
+            self._prompt_done = True
+            events.append(self._event("prompt_processing.end"))
+        if self._open != part:
+            if self._open is not None:
+                events.append(self._event(f"{self._open}.end"))
+            if part is not None:
+                events.append(self._event(f"{part}.start"))
+            self._open = part
+        return events
+
+    @staticmethod
+    def _event(kind: str, **data: Any) -> Event:
+        return kind, {"type": kind, **data}
+
+
+def sse_event(event: Event) -> bytes:
+    kind, data = event
+    return f"event: {kind}\ndata: ".encode() + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"

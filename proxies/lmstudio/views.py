@@ -1,5 +1,5 @@
 """The LM Studio face (1234): `/api/v0/*` (models, chat, completions, embeddings with `stats`)
-and LM Studio 0.4's `/api/v1/models` with load and unload. Errors are OpenAI-shaped, as LM
+and LM Studio 0.4's `/api/v1/models` with load and unload, and its stateful `/api/v1/chat`. Errors are OpenAI-shaped, as LM
 Studio's own are; streams are SSE, with `stats` added to the chunk that finishes the answer."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import asyncio
 import functools
 import inspect
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -33,7 +34,14 @@ from proxies.keys import KeyInfo
 from proxies.lmstudio import translate as t
 from proxies.openai_face import face_error_response, openai_error, parse_body, send_to_runner
 from proxies.openai_schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from proxies.relay import GeneratedStream, RelayContext, open_upstream, response_headers, stream_response
+from proxies.relay import (
+    GeneratedStream,
+    RelayContext,
+    open_upstream,
+    response_headers,
+    runner_objects,
+    stream_response,
+)
 from proxies.sse import SSEFrameParser, parse_json_payload
 
 JSON_HEADERS = {"content-type": "application/json"}
@@ -308,3 +316,154 @@ async def sse_with_stats(
         await upstream.aclose()
         ctx.meter.finish()
         finish(ctx)
+
+
+# --- LM Studio 0.4's native chat -----------------------------------------------------------------
+
+
+@api.post("/api/v1/chat", include_in_schema=False)
+async def chat(request: HttpRequest) -> HttpResponse:
+    """`POST /api/v1/chat`: one user turn, answered as `output` items with `stats`, or streamed as
+    LM Studio's named SSE events. Stateful by default: the conversation up to the answer is kept
+    under the answer's `response_id`, and `previous_response_id` goes on from any such point."""
+    ctx = new_context(request, "chat")
+    try:
+        key = await authorize(request, ctx)
+        _, parsed = _parse(request, t.ChatRequest)
+        if parsed.integrations:
+            raise FaceError(
+                400,
+                "integrations: MCP servers and plugins are not supported by llamaproxy",
+                param="integrations",
+            )
+        ctx.stream = bool(parsed.stream)
+        model = await resolve(parsed.model, key)
+        previous = await _stored_chat(parsed.previous_response_id, key)
+        system = parsed.system_prompt if parsed.system_prompt is not None else previous.system_prompt
+        try:
+            body = t.chat_body(parsed, previous.messages, system)
+        except t.TranslationError as exc:
+            raise FaceError(400, str(exc), param="input") from None
+        body["model"] = model.name
+        apply_sampling_defaults(body, model, path="/v1/chat/completions")
+        params = {"ctx_size": parsed.context_length} if parsed.context_length else None
+        lease = await acquire_runner(model, ctx, runner_params=params)
+    except FaceError as exc:
+        record_failure(ctx, exc)
+        return face_error_response(exc)
+    finish = finalizer(lease)
+    try:
+        upstream = await open_upstream(
+            lease.base_url,
+            "POST",
+            "/v1/chat/completions",
+            content=json.dumps(body).encode(),
+            headers=JSON_HEADERS,
+        )
+    except httpx.HTTPError as exc:
+        finish.failed(ctx, exc)
+        return openai_error(502, ctx.error, "upstream_error")
+    except asyncio.CancelledError:
+        finish.abandoned(ctx)
+        raise
+    if upstream.status_code >= 400:
+        return await whole_response(upstream, ctx, model, {}, finish)  # llama-server's error, as it is
+    ctx.status = 200
+    turn = _Turn(
+        model.name,
+        system,
+        [*previous.messages, body["messages"][-1]],  # (the user's, last: defaults go before it)
+        key.id if key is not None else None,
+        parsed.store is not False,
+    )
+    events = _chat_events(upstream, ctx, t.ChatEvents(parsed.model), lease.load_seconds, turn, finish)
+    if ctx.stream:
+        sse = GeneratedStream(
+            (t.sse_event(event) async for event in events), functools.partial(finish.unsent, upstream, ctx)
+        )
+        return stream_response(sse, 200, "text/event-stream")
+    result: dict[str, Any] = {}
+    async for kind, data in events:
+        if kind == "error":
+            await events.aclose()
+            return openai_error(502, data["error"]["message"], "upstream_error")
+        if kind == "chat.end":
+            result = data["result"]
+    return JsonResponse(result)
+
+
+class _Previous(NamedTuple):
+    system_prompt: str
+    messages: list[dict[str, Any]]
+
+
+async def _stored_chat(response_id: str | None, key: KeyInfo | None) -> _Previous:
+    """The conversation a `previous_response_id` names (one kept for another API key is not
+    there for this one)."""
+    if not response_id:
+        return _Previous("", [])
+    from proxies.models import StoredChat
+
+    stored = await StoredChat.objects.filter(pk=response_id).afirst()
+    if stored is None or (stored.api_key_id is not None and (key is None or key.id != stored.api_key_id)):
+        raise FaceError(404, f"no stored response '{response_id}'", "not_found", "previous_response_id")
+    return _Previous(stored.system_prompt, list(stored.messages))
+
+
+class _Turn(NamedTuple):
+    model: str
+    system_prompt: str
+    messages: list[dict[str, Any]]  # up to this turn's user message
+    api_key_id: int | None
+    store: bool
+
+
+async def _chat_events(
+    upstream: httpx.Response,
+    ctx: RelayContext,
+    chat: t.ChatEvents,
+    load_seconds: float,
+    turn: _Turn,
+    finish: Any,
+) -> AsyncIterator[t.Event]:
+    """The runner's stream as `/api/v1/chat` events, the last one `chat.end` with the result (and
+    its `response_id` once the conversation is kept). However it ends, the upstream is closed
+    (which stops the generation) and the request is recorded."""
+    try:
+        for event in chat.opening(load_seconds):
+            yield event
+        async for chunk in runner_objects(upstream, ctx):
+            if "error" in chunk:
+                break
+            for event in chat.feed(chunk):
+                yield event
+        for event in chat.closing():
+            yield event
+        if ctx.error:
+            yield "error", {"type": "error", "error": {"type": "unknown", "message": ctx.error}}
+        ctx.meter.finish()
+        result = chat.result(ctx.meter)
+        if turn.store and not ctx.error:
+            result["response_id"] = await _keep(turn, chat.message)
+        yield "chat.end", {"type": "chat.end", "result": result}
+    except BaseException:
+        ctx.error = ctx.error or "client disconnected"
+        raise
+    finally:
+        await upstream.aclose()
+        ctx.meter.finish()
+        finish(ctx)
+
+
+async def _keep(turn: _Turn, answer: str) -> str:
+    from proxies.models import StoredChat
+
+    response_id = "resp_" + secrets.token_hex(24)
+    await StoredChat.objects.acreate(
+        response_id=response_id,
+        model=turn.model,
+        system_prompt=turn.system_prompt,
+        messages=[*turn.messages, {"role": "assistant", "content": answer}],
+        api_key_id=turn.api_key_id,
+    )
+    return response_id

@@ -204,3 +204,95 @@ def test_bad_input_gets_openai_shaped_errors(lms: httpx.Client) -> None:
         assert response.status_code == status, (path, response.text)
         error = response.json()["error"]
         assert error["message"] and error["type"], path
+
+
+FIXED_CHAT = {"max_output_tokens": 5, "temperature": 0}
+
+
+def test_v1_chat_answers_with_output_items_and_stats_and_keeps_the_conversation(
+    lms: httpx.Client, stack
+) -> None:
+    first = lms.post(
+        "/api/v1/chat", json={"model": "tiny-chat", "input": "My favorite color is blue.", **FIXED_CHAT}
+    )
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["model_instance_id"] == "tiny-chat"
+    assert [item["type"] for item in body["output"]] == ["message"] and body["output"][0]["content"]
+    stats = body["stats"]
+    assert stats["total_output_tokens"] == 5 and stats["input_tokens"] > 0
+    assert stats["tokens_per_second"] > 0 and stats["time_to_first_token_seconds"] >= 0
+    assert body["response_id"].startswith("resp_")
+
+    # Going on from it: the model gets the whole conversation (more prompt tokens than the turn alone).
+    turn = {"model": "tiny-chat", "input": "What color did I mention?", **FIXED_CHAT}
+    alone = lms.post("/api/v1/chat", json={**turn, "store": False}).json()
+    assert "response_id" not in alone
+    going_on = lms.post("/api/v1/chat", json={**turn, "previous_response_id": body["response_id"]}).json()
+    assert (
+        going_on["stats"]["input_tokens"]
+        > alone["stats"]["input_tokens"] + first.json()["stats"]["total_output_tokens"]
+    )
+    assert going_on["response_id"] != body["response_id"]
+    # A system prompt is kept with the conversation, and counted.
+    with_system = lms.post(
+        "/api/v1/chat", json={**turn, "store": False, "system_prompt": "You answer in French, briefly."}
+    ).json()
+    assert with_system["stats"]["input_tokens"] > alone["stats"]["input_tokens"]
+
+    deadline = time.monotonic() + 10  # (usage is written in batches, off the request path)
+    while len(rows := stack.usage_rows(face="lmstudio", endpoint="chat")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(rows) >= 4 and all(row["status"] == 200 and row["completion_tokens"] == 5 for row in rows[:4])
+
+
+def test_v1_chat_streams_lm_studios_named_events(lms: httpx.Client) -> None:
+    body = {"model": "tiny-chat", "input": "hi", "stream": True, "store": False, **FIXED_CHAT}
+    with lms.stream("POST", "/api/v1/chat", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    kinds = [line[7:] for line in lines if line.startswith("event: ")]
+    data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert [d["type"] for d in data] == kinds
+    assert kinds[0] == "chat.start" and kinds[-1] == "chat.end"
+    assert (
+        kinds.index("prompt_processing.start")
+        < kinds.index("prompt_processing.end")
+        < kinds.index("message.start")
+    )
+    assert (
+        kinds.index("message.start")
+        < kinds.index("message.delta")
+        < kinds.index("message.end")
+        < len(kinds) - 1
+    )
+    text = "".join(d["content"] for d in data if d["type"] == "message.delta")
+    result = data[-1]["result"]
+    assert (
+        result["output"] == [{"type": "message", "content": text}]
+        and result["stats"]["total_output_tokens"] == 5
+    )
+    assert "response_id" not in result
+
+
+def test_v1_chat_refuses_what_it_cannot_do_in_openais_shape(lms: httpx.Client) -> None:
+    cases = [
+        ({"model": "tiny-chat"}, 400, "input"),
+        ({"model": "tiny-chat", "input": "x", "integrations": ["mcp/playwright"]}, 400, "integrations"),
+        (
+            {"model": "tiny-chat", "input": "x", "previous_response_id": "resp_nothing"},
+            404,
+            "previous_response_id",
+        ),
+        ({"model": "tiny-chat", "input": "x", "reasoning": "maximal"}, 400, "reasoning"),
+        ({"model": "tiny-chat", "input": [{"type": "audio", "data": "x"}]}, 400, "input"),
+        ({"model": "nobody", "input": "x"}, 404, None),
+    ]
+    for body, status, named in cases:
+        response = lms.post("/api/v1/chat", json=body)
+        assert response.status_code == status, (body, response.text)
+        error = response.json()["error"]
+        assert error["message"], body
+        if named:
+            assert named in error["message"] or error.get("param") == named, (body, error)

@@ -153,3 +153,70 @@ def test_the_load_answer_names_the_instance_and_its_context() -> None:
     assert answer["load_time_seconds"] == 0.457
     assert answer["load_config"] == {"context_length": 16384}
     assert answer["type"] == "llm"
+
+
+def _delta(**delta: str) -> dict:
+    return {"choices": [{"index": 0, "delta": delta}]}
+
+
+def test_v1_chat_events_go_from_reasoning_to_message_and_the_result_has_both() -> None:
+    from proxies.accounting import UsageMeter
+
+    chat = t.ChatEvents("qwen3")
+    kinds = [kind for kind, _ in chat.opening(load_seconds=1.5)]
+    assert kinds == ["chat.start", "model_load.start", "model_load.end", "prompt_processing.start"]
+    assert [kind for kind, _ in t.ChatEvents("x").opening(0)] == ["chat.start", "prompt_processing.start"]
+    events = chat.feed(_delta(reasoning_content="Let me")) + chat.feed(_delta(reasoning_content=" think"))
+    events += chat.feed(_delta(content="Blue")) + chat.feed(_delta(content=".")) + chat.closing()
+    assert [kind for kind, _ in events] == [
+        "prompt_processing.end",
+        "reasoning.start",
+        "reasoning.delta",
+        "reasoning.delta",
+        "reasoning.end",
+        "message.start",
+        "message.delta",
+        "message.delta",
+        "message.end",
+    ]
+    assert all(data["type"] == kind for kind, data in events)
+    meter = UsageMeter(prompt_tokens=12, completion_tokens=4, decode_tps=50.0)
+    result = chat.result(meter)
+    assert result["output"] == [
+        {"type": "reasoning", "content": "Let me think"},
+        {"type": "message", "content": "Blue."},
+    ]
+    assert result["stats"]["reasoning_output_tokens"] == 2 and result["stats"]["input_tokens"] == 12
+    assert t.sse_event(events[0]).startswith(b"event: prompt_processing.end\ndata: {")
+
+
+def test_v1_chat_input_and_settings_become_an_openai_chat_request() -> None:
+    request = t.validate(
+        t.ChatRequest,
+        {
+            "model": "m",
+            "input": [
+                {"type": "text", "content": "What is this?"},
+                {"type": "image", "data_url": "data:image/png;base64,AA=="},
+            ],
+            "max_output_tokens": 9,
+            "top_k": 4,
+            "reasoning": "low",
+        },
+    )
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    body = t.chat_body(request, history, "Be brief.")
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert body["messages"][1:3] == history
+    assert body["messages"][3]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AA=="},
+    }
+    assert (body["max_tokens"], body["top_k"], body["stream"]) == (9, 4, True)
+    assert body["chat_template_kwargs"] == {"enable_thinking": True, "reasoning_effort": "low"}
+    off = t.chat_body(t.validate(t.ChatRequest, {"model": "m", "input": "x", "reasoning": "off"}), [], "")
+    assert off["chat_template_kwargs"] == {"enable_thinking": False} and off["messages"] == [
+        {"role": "user", "content": "x"}
+    ]
+    with pytest.raises(t.TranslationError, match="input"):
+        t.user_message([{"type": "image", "data_url": "https://example.com/x.png"}])

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from proxies.models import UsageRecord
+from proxies.models import StoredChat, UsageRecord
 from proxies.tasks import prune_usage_task
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +30,15 @@ def test_rows_older_than_the_retention_are_pruned_and_the_rest_kept(settings) ->
     assert prune_usage_task() == 2
     assert sorted(UsageRecord.objects.values_list("model", flat=True)) == ["now", "recent"]
     assert prune_usage_task() == 0
+
+
+def test_stored_lm_studio_chats_older_than_the_retention_go_too(settings) -> None:
+    settings.LLAMAPROXY_USAGE_RETENTION_DAYS = 30
+    for response_id, age in (("resp_old", timedelta(days=31)), ("resp_new", timedelta(days=1))):
+        StoredChat.objects.create(response_id=response_id, model="m", messages=[])
+        StoredChat.objects.filter(pk=response_id).update(created_at=timezone.now() - age)
+    prune_usage_task()
+    assert list(StoredChat.objects.values_list("response_id", flat=True)) == ["resp_new"]
 
 
 def test_a_retention_of_zero_keeps_everything(settings) -> None:
