@@ -40,6 +40,7 @@ from proxies.relay import (
     passthrough,
     runner_objects,
     stream_response,
+    translated_stream,
 )
 from proxies.sse import parse_json_payload
 
@@ -155,7 +156,7 @@ async def completion_events(
 ) -> AsyncIterator[bytes]:
     """/infill's stream as OpenAI's completion chunks, then `[DONE]`. Closing the upstream
     (in `finally`, also when the client goes away) stops the generation."""
-    try:
+    async with translated_stream(upstream, ctx, finish):
         async for native in runner_objects(upstream, ctx):
             if "error" in native:
                 yield b"data: " + json.dumps({"error": native["error"]}).encode() + b"\n\n"
@@ -164,12 +165,3 @@ async def completion_events(
                 chunk = completion_object(native, head, chunk=True)
                 yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
-    except httpx.HTTPError as exc:
-        ctx.error = f"upstream stream broke: {exc}"
-    except BaseException:
-        ctx.error = ctx.error or "client disconnected"
-        raise
-    finally:
-        await upstream.aclose()
-        ctx.meter.finish()
-        finish(ctx)

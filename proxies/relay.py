@@ -375,6 +375,27 @@ class SSERelay:
         self._finalize(self._ctx)
 
 
+@contextlib.asynccontextmanager
+async def translated_stream(
+    upstream: httpx.Response, ctx: RelayContext, finish: Finalizer
+) -> AsyncIterator[None]:
+    """Around a face's generator that translates a runner's stream: however it ends, the
+    upstream is closed (which stops the generation) and `finish` runs. A runner stream that
+    breaks off ends the block with the reason in ctx.error (what was sent stays sent); a client
+    that goes away (the generator closed) is recorded so and goes on out."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        ctx.error = f"upstream stream broke: {exc}"
+    except BaseException:
+        ctx.error = ctx.error or "client disconnected"
+        raise
+    finally:
+        await upstream.aclose()
+        ctx.meter.finish()
+        finish(ctx)
+
+
 class GeneratedStream:
     """A response body made by an async generator whose `finally` ends the request (closes the
     upstream, releases the lease, records usage).

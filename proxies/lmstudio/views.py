@@ -41,6 +41,7 @@ from proxies.relay import (
     response_headers,
     runner_objects,
     stream_response,
+    translated_stream,
 )
 from proxies.sse import SSEFrameParser, parse_json_payload
 
@@ -294,7 +295,7 @@ async def sse_with_stats(
 ) -> AsyncIterator[bytes]:
     """llama-server's SSE, frame by frame, with LM Studio's `stats` on the chunk that finishes."""
     parser = SSEFrameParser()
-    try:
+    async with translated_stream(upstream, ctx, finish):
         async for raw in upstream.aiter_raw():
             for payload in parser.feed(raw):
                 chunk = parse_json_payload(payload)
@@ -307,15 +308,6 @@ async def sse_with_stats(
                     ttft = ctx.meter.ttft_ms / 1000 if ctx.meter.ttft_ms is not None else None
                     chunk = t.enrich(chunk, model, runner, ttft, finish_reason)
                 yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
-    except httpx.HTTPError as exc:
-        ctx.error = f"upstream stream broke: {exc}"
-    except BaseException:
-        ctx.error = ctx.error or "client disconnected"
-        raise
-    finally:
-        await upstream.aclose()
-        ctx.meter.finish()
-        finish(ctx)
 
 
 # --- LM Studio 0.4's native chat -----------------------------------------------------------------
@@ -428,8 +420,9 @@ async def _chat_events(
 ) -> AsyncIterator[t.Event]:
     """The runner's stream as `/api/v1/chat` events, the last one `chat.end` with the result (and
     its `response_id` once the conversation is kept). However it ends, the upstream is closed
-    (which stops the generation) and the request is recorded."""
-    try:
+    (which stops the generation) and the request is recorded; a stream that broke off ends with
+    an `error` event and what was generated."""
+    async with translated_stream(upstream, ctx, finish):
         for event in chat.opening(load_seconds):
             yield event
         async for chunk in runner_objects(upstream, ctx):
@@ -437,22 +430,14 @@ async def _chat_events(
                 break
             for event in chat.feed(chunk):
                 yield event
-        for event in chat.closing():
-            yield event
-        if ctx.error:
-            yield "error", {"type": "error", "error": {"type": "unknown", "message": ctx.error}}
-        ctx.meter.finish()
-        result = chat.result(ctx.meter)
-        if turn.store and not ctx.error:
-            result["response_id"] = await _keep(turn, chat.message)
-        yield "chat.end", {"type": "chat.end", "result": result}
-    except BaseException:
-        ctx.error = ctx.error or "client disconnected"
-        raise
-    finally:
-        await upstream.aclose()
-        ctx.meter.finish()
-        finish(ctx)
+    for event in chat.closing():
+        yield event
+    if ctx.error:
+        yield "error", {"type": "error", "error": {"type": "unknown", "message": ctx.error}}
+    result = chat.result(ctx.meter)
+    if turn.store and not ctx.error:
+        result["response_id"] = await _keep(turn, chat.message)
+    yield "chat.end", {"type": "chat.end", "result": result}
 
 
 async def _keep(turn: _Turn, answer: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from llamaproxy.daphne_tuning import abort, body_writer
 from proxies.loopback import RunnerBody
-from proxies.relay import RelayContext, SSERelay
+from proxies.relay import RelayContext, SSERelay, translated_stream
 
 FRAMES = [
     b'data: {"choices":[{"text":"a","finish_reason":null}]}\n\n',
@@ -218,3 +218,29 @@ async def test_a_typed_event_stream_cut_short_counts_the_deltas_it_relayed(
     assert [chunk async for chunk in iterated] == frames
     assert done == [ctx] and ctx.error.startswith("upstream stream broke")
     assert ctx.meter.completion_tokens == 2  # the two deltas, not the events around them
+
+
+async def _translating(upstream: httpx.Response, ctx: RelayContext, finished: list) -> AsyncIterator[bytes]:
+    async with translated_stream(upstream, ctx, finished.append):
+        async for chunk in upstream.aiter_raw():
+            yield chunk.upper()
+    yield b"after"
+
+
+async def test_a_translated_stream_that_breaks_off_ends_with_the_reason_and_is_recorded_once() -> None:
+    stream = Upstream([b"a", b"b"], fail=True)
+    upstream = httpx.Response(200, stream=stream)
+    ctx, finished = RelayContext(face="lmstudio", endpoint="chat"), []
+    received = [chunk async for chunk in _translating(upstream, ctx, finished)]
+    assert received == [b"A", b"B", b"after"]  # the generator goes on after the block
+    assert ctx.error.startswith("upstream stream broke") and finished == [ctx] and stream.closed
+    assert ctx.meter.ended is not None
+
+
+async def test_a_translated_stream_whose_client_goes_away_is_recorded_so() -> None:
+    stream = Upstream([b"a", b"b"], hang=True)
+    ctx, finished = RelayContext(face="lmstudio", endpoint="chat"), []
+    generator = _translating(httpx.Response(200, stream=stream), ctx, finished)
+    assert await generator.__anext__() == b"A"
+    await generator.aclose()
+    assert ctx.error == "client disconnected" and finished == [ctx] and stream.closed
