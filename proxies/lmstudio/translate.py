@@ -226,6 +226,12 @@ class LoadRequest(BaseModel):
     context_length: int | None = Field(default=None, ge=1)
 
 
+class DownloadRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: StrictStr = Field(min_length=1)
+
+
 class UnloadRequest(BaseModel):
     instance_id: StrictStr = Field(min_length=1)
 

@@ -180,6 +180,33 @@ async def unload(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"instance_id": parsed.instance_id})
 
 
+NO_DOWNLOADS = (
+    "llamaproxy does not download models: put the GGUF file in a models folder "
+    "(LLAMAPROXY_MODELS_DIRS, or one added in the dashboard) and rescan"
+)
+
+
+@api.post("/api/v1/models/download", include_in_schema=False)
+async def download(request: HttpRequest) -> HttpResponse:
+    """LM Studio's model download: a model already here is "already_downloaded", as LM Studio
+    answers; others cannot be fetched (501, saying what to do instead)."""
+    ctx = new_context(request, "download")
+    try:
+        key = await authorize(request, ctx)
+        _, parsed = _parse(request, t.DownloadRequest)
+        await resolve(parsed.model, key)
+    except FaceError as exc:
+        if exc.status == 404:
+            return openai_error(501, NO_DOWNLOADS, "not_implemented", "model")
+        return face_error_response(exc)
+    return JsonResponse({"status": "already_downloaded"})
+
+
+@api.get("/api/v1/models/download/status/{job_id}", include_in_schema=False)
+async def download_status(request: HttpRequest, job_id: str) -> HttpResponse:
+    return openai_error(404, f"no download job '{job_id}': {NO_DOWNLOADS}", "not_found", "job_id")
+
+
 class _AnyObject(BaseModel):
     model_config = ConfigDict(extra="allow")
 

@@ -296,3 +296,12 @@ def test_v1_chat_refuses_what_it_cannot_do_in_openais_shape(lms: httpx.Client) -
         assert error["message"], body
         if named:
             assert named in error["message"] or error.get("param") == named, (body, error)
+
+
+def test_v1_download_says_a_model_here_is_downloaded_and_fetches_nothing(lms: httpx.Client) -> None:
+    here = lms.post("/api/v1/models/download", json={"model": "tiny-chat"})
+    assert here.status_code == 200 and here.json() == {"status": "already_downloaded"}
+    elsewhere = lms.post("/api/v1/models/download", json={"model": "qwen/qwen3-4b-2507"})
+    assert elsewhere.status_code == 501 and "models folder" in elsewhere.json()["error"]["message"]
+    status = lms.get("/api/v1/models/download/status/job_493c7c9ded")
+    assert status.status_code == 404 and status.json()["error"]["param"] == "job_id"
