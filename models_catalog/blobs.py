@@ -118,3 +118,39 @@ def prune_blob(path: str) -> bool:
         return False
     blob.unlink(missing_ok=True)
     return True
+
+
+def adapter_file(digest: str) -> Path:
+    """The uploaded LoRA adapter `digest` names (`ollama create` with an ADAPTER); BlobError when
+    there is no such blob or it is not a GGUF LoRA adapter."""
+    from models_catalog.gguf_header import GGUFHeaderError, read_header
+
+    path = find_blob(digest)
+    if path is None:
+        raise BlobError(f"adapters: no blob {digest} (upload it with POST /api/blobs/{digest} first)")
+    try:
+        kv = read_header(path, tensors=False).kv
+    except (GGUFHeaderError, OSError):
+        kv = {}
+    if kv.get("general.type") != "adapter" or kv.get("adapter.type") != "lora":
+        raise BlobError(
+            "adapters: llamaproxy takes LoRA adapters in GGUF (as convert_lora_to_gguf.py writes them)"
+        )
+    return path
+
+
+def prune_adapters(files: list[str]) -> list[str]:
+    """Delete the uploaded adapter blobs among `files` that no model's runner loads any more."""
+    from models_catalog.models import RunnerSettings
+    from models_catalog.parameters import lora_files
+
+    candidates = {
+        file for file in files if Path(file).parent == blob_dir() and DIGEST_RE.match(Path(file).name)
+    }
+    if not candidates:
+        return []
+    for extra_args in RunnerSettings.objects.values_list("extra_args", flat=True):
+        candidates -= set(lora_files(extra_args))
+    for file in candidates:
+        Path(file).unlink(missing_ok=True)
+    return sorted(candidates)

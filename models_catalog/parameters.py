@@ -273,3 +273,14 @@ def parameter_args(parameters: dict[str, Any]) -> list[str]:
         else:
             args += [spec.flag, str(value)]
     return args
+
+
+def lora_files(extra_args: list[str] | None) -> list[str]:
+    """The LoRA adapter files a runner's extra arguments load (`--lora FILE`, `--lora=FILE`)."""
+    args, files = list(extra_args or []), []
+    for index, arg in enumerate(args):
+        if arg == "--lora" and index + 1 < len(args):
+            files.append(args[index + 1])
+        elif arg.startswith("--lora="):
+            files.append(arg.removeprefix("--lora="))
+    return files

@@ -21,7 +21,7 @@ from models_catalog.gguf_metadata import template_has_tools
 from models_catalog.lookup import resolve_name
 from models_catalog.model_files import split_parts
 from models_catalog.models import CatalogModel, ModelAlias, ModelFolder, RunnerSettings
-from models_catalog.parameters import LLAMA_SERVER_PARAMS, SAMPLING_PARAMS, canonical_name
+from models_catalog.parameters import LLAMA_SERVER_PARAMS, SAMPLING_PARAMS, canonical_name, lora_files
 from models_catalog.settings_validation import SETTINGS_FIELDS, merge_parameters, validate_settings_changes
 
 MODEL_FIELDS = ("enabled", "aliases", "tools_override")
@@ -93,20 +93,29 @@ def update_model(name: str, changes: dict[str, Any]) -> CatalogModel:
 
 
 def create_variant(
-    base_name: str, name: str, parameters: dict[str, Any], sampling: dict[str, Any]
+    base_name: str,
+    name: str,
+    parameters: dict[str, Any],
+    sampling: dict[str, Any],
+    adapters: Iterable[str] = (),
 ) -> tuple[CatalogModel, CatalogModel | None]:
     """A variant of `base_name` called `name`: its file, its runner settings with `parameters`
-    and `sampling` merged over them (Ollama's `/api/create` from an existing model). Returns the
-    entry and the one it replaced (see `_created`)."""
+    and `sampling` merged over them and `adapters` (LoRA files) added (Ollama's `/api/create`
+    from an existing model). Returns the entry and the one it replaced (see `_created`)."""
     base = get_model(base_name)
     name = _creatable_name(name, base)
     parameters = _file_template_unset(parameters, base.chat_template)
-    settings = _new_settings(settings_of(base), parameters, sampling)
+    settings = _new_settings(settings_of(base), parameters, sampling, adapters)
     return _created(name, lambda: base.new_variant(name, CatalogModel.Source.MANUAL), settings)
 
 
 def create_from_file(
-    name: str, path: str, parameters: dict[str, Any], sampling: dict[str, Any], digest: str = ""
+    name: str,
+    path: str,
+    parameters: dict[str, Any],
+    sampling: dict[str, Any],
+    digest: str = "",
+    adapters: Iterable[str] = (),
 ) -> tuple[CatalogModel, CatalogModel | None]:
     """An entry called `name` for the GGUF file at `path`, an uploaded blob outside the model
     folders (Ollama's `/api/create` from files), with default runner settings and
@@ -128,7 +137,7 @@ def create_from_file(
             )
         if digest:
             entry.digest, entry.digest_mtime = digest, os.stat(path).st_mtime
-    settings = _new_settings(None, _file_template_unset(parameters, entry.chat_template), sampling)
+    settings = _new_settings(None, _file_template_unset(parameters, entry.chat_template), sampling, adapters)
 
     def make() -> CatalogModel:
         # Asked once the model this replaces is gone (its variants may have the file now):
@@ -164,9 +173,13 @@ def _creatable_name(name: str, base: CatalogModel | None = None) -> str:
 
 
 def _new_settings(
-    source: RunnerSettings | None, parameters: dict[str, Any], sampling: dict[str, Any]
+    source: RunnerSettings | None,
+    parameters: dict[str, Any],
+    sampling: dict[str, Any],
+    adapters: Iterable[str] = (),
 ) -> RunnerSettings:
-    """Unsaved settings: a copy of `source` (or the defaults) with parameters and sampling merged."""
+    """Unsaved settings: a copy of `source` (or the defaults) with parameters and sampling merged
+    and each LoRA adapter file added to the runner's arguments (`--lora FILE`)."""
     settings = RunnerSettings()
     for field in SETTINGS_FIELDS if source is not None else ():
         value = getattr(source, field)
@@ -174,15 +187,19 @@ def _new_settings(
     clean = validate_settings_changes({"parameters": parameters, "sampling": sampling}, settings)
     for field, value in clean.items():
         setattr(settings, field, value)
+    for adapter in adapters:
+        settings.extra_args = [*(settings.extra_args or []), "--lora", adapter]
     return settings
 
 
 def _created(name: str, make: Any, settings: RunnerSettings) -> tuple[CatalogModel, CatalogModel | None]:
     """Save the entry `make()` gives with `settings`, in place of a created model of that name;
     returns it and the entry it replaced (deleted, its fields still there to read)."""
+    replaced_adapters: list[str] = []
     with transaction.atomic():
         replaced = CatalogModel.objects.filter(name=name).first()
         if replaced is not None:
+            replaced_adapters = lora_files(settings_of(replaced).extra_args)
             delete_entry(replaced)
         entry = make()
         entry.save()
@@ -190,9 +207,10 @@ def _created(name: str, make: Any, settings: RunnerSettings) -> tuple[CatalogMod
         settings.save()
         transaction.on_commit(lambda: catalog_changed("update", names=[entry.name]))
     if replaced is not None:
-        from models_catalog.blobs import prune_blob
+        from models_catalog.blobs import prune_adapters, prune_blob
 
         prune_blob(replaced.path)
+        prune_adapters(replaced_adapters)
     return entry, replaced
 
 
@@ -249,13 +267,16 @@ def remove_alias(name: str, alias: str) -> CatalogModel:
 
 def delete_model(name: str) -> str:
     """Remove a catalog entry with its settings; the file stays (a scan finds it again, with
-    defaults), unless it is a blob uploaded for `ollama create` that no entry uses any more."""
-    from models_catalog.blobs import prune_blob
+    defaults), unless it is a blob uploaded for `ollama create` that no entry uses any more (its
+    LoRA adapters' blobs likewise)."""
+    from models_catalog.blobs import prune_adapters, prune_blob
 
     model = get_model(name)
     deleted = model.name
+    adapters = lora_files(settings_of(model).extra_args)
     heir = delete_entry(model)
-    prune_blob(model.path)  # a file uploaded for `ollama create` goes with its last entry
+    prune_blob(model.path)
+    prune_adapters(adapters)  # a file uploaded for `ollama create` goes with its last entry
     catalog_changed("delete", names=[deleted])
     if heir is not None:
         catalog_changed("update", names=[heir.name])

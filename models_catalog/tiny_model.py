@@ -196,6 +196,41 @@ def write_tiny_model(
     return writer.format_shard_names(path)
 
 
+def write_tiny_lora(
+    path: Path | str, *, size: str = "tiny", seed: int = 0, rank: int = 4, alpha: float = 8.0
+) -> Path:
+    """Write a random LoRA adapter for the models of this size preset (on every layer's query and
+    value projections), as llama.cpp's convert_lora_to_gguf.py writes one: what `ollama create`
+    with an ADAPTER uploads, and llama-server's `--lora` loads over its base."""
+    shape = _shape(size)
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = GGUFWriter(path, MODEL_ARCH_NAMES[MODEL_ARCH.LLAMA])
+    writer.add_type("adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    outputs = {
+        MODEL_TENSOR.ATTN_Q: shape.heads * shape.head_dim,
+        MODEL_TENSOR.ATTN_V: shape.kv_heads * shape.head_dim,
+    }
+    for bid in range(shape.layers):
+        for tensor, rows in outputs.items():
+            base = _name(tensor, bid)
+            # numpy shapes are ggml's reversed: A is (rank, in), B is (out, rank).
+            writer.add_tensor(
+                f"{base}.lora_a", rng.standard_normal((rank, shape.embd), dtype=np.float32) * 0.5
+            )
+            writer.add_tensor(f"{base}.lora_b", rng.standard_normal((rows, rank), dtype=np.float32) * 0.5)
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return path
+
+
 def parameter_count(size: str = "tiny") -> int:
     """Number of weights a model of this size preset has."""
     shape = _shape(size)

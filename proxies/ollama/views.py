@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -595,6 +596,13 @@ async def blob_upload(request: HttpRequest, digest: str) -> HttpResponse:
     return HttpResponse(status=201)
 
 
+async def _adapter_file(digest: str) -> Path:
+    try:
+        return await sync_to_async(blobs.adapter_file, thread_sensitive=False)(digest)
+    except blobs.BlobError as exc:
+        raise FaceError(exc.status, exc.message) from None
+
+
 @api.post("/api/create", include_in_schema=False)
 async def create(request: HttpRequest) -> HttpResponse:
     """`ollama create`. From an existing model (`from`): a variant of its catalog entry (the same
@@ -612,8 +620,10 @@ async def create(request: HttpRequest) -> HttpResponse:
             raise FaceError(400, "from: give the model to create from, or the GGUF file's blob in files")
         try:
             runner_params, sampling = t.create_settings(parsed)
+            adapter_digests = t.create_adapters(parsed)
         except t.TranslationError as exc:
             raise FaceError(400, str(exc)) from None
+        adapters = [str(await _adapter_file(digest)) for digest in adapter_digests]
         if parsed.files:
             try:
                 file_name, blob = await sync_to_async(blobs.gguf_file, thread_sensitive=False)(parsed.files)
@@ -623,14 +633,16 @@ async def create(request: HttpRequest) -> HttpResponse:
             source = f"the uploaded {file_name}" if uploaded else f"{blob}, already here"
             digest = "sha256:" + blob.name.removeprefix("sha256-") if uploaded else ""
             created = await catalog_service(
-                "create_from_file", name, str(blob), runner_params, sampling, digest
+                "create_from_file", name, str(blob), runner_params, sampling, digest, adapters
             )
         else:
             base = await resolve(parsed.from_, key)
             if base.kind == "whisper":
                 raise FaceError(400, f'"{parsed.from_}" is a speech-to-text model')
             source = f"the file of {base.name}"
-            created = await catalog_service("create_variant", base.name, name, runner_params, sampling)
+            created = await catalog_service(
+                "create_variant", base.name, name, runner_params, sampling, adapters
+            )
         replaced = created[1]
         if replaced is not None:
             await scheduler_unload(name)  # its runner ran with what was replaced
@@ -638,6 +650,7 @@ async def create(request: HttpRequest) -> HttpResponse:
         return face_error_response(exc)
     steps = [
         {"status": f"using {source}"},
+        *({"status": f"using the LoRA adapter {Path(adapter).name}"} for adapter in adapters),
         {"status": "writing runner settings"},
         {"status": "success"},
     ]

@@ -11,7 +11,7 @@ import httpx
 import ollama
 import pytest
 
-from models_catalog.tiny_model import CHATML_TEMPLATE, TOOLS_TEMPLATE, write_tiny_model
+from models_catalog.tiny_model import CHATML_TEMPLATE, TOOLS_TEMPLATE, write_tiny_lora, write_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -483,6 +483,40 @@ def test_create_from_a_gguf_the_catalog_has_uploads_nothing_and_makes_a_variant(
 
     assert client.delete("tiny-from-file").status == "success"
     assert path.exists() and httpx.head(stack.url("ollama") + "/api/blobs/" + digest).status_code == 200
+
+
+def test_create_with_a_lora_adapter_runs_the_model_with_it_and_rm_drops_the_adapter(
+    client: ollama.Client, stack, tmp_path
+) -> None:
+    adapter = write_tiny_lora(tmp_path / "adapter.gguf", seed=3)
+    digest = client.create_blob(adapter)
+    created = list(
+        client.create("tiny-lora", from_="tiny-chat", adapters={"adapter.gguf": digest}, stream=True)
+    )
+    assert created[-1].status == "success" and any("LoRA adapter" in step.status for step in created)
+    blob = stack.home / "blobs" / digest.replace(":", "-")
+    shown = httpx.get(
+        stack.url("dashboard") + "/api/manage/models/tiny-lora", headers=stack.admin_headers()
+    ).json()
+    assert shown["settings"]["extra_args"] == ["--lora", str(blob)]
+    assert f"ADAPTER {blob}" in client.show("tiny-lora").modelfile
+
+    # The runner loads it (llama-server lists its adapters), and it changes what the model says.
+    answer = client.generate(model="tiny-lora", prompt="once upon", options=FIXED)
+    assert answer.done and answer.eval_count == FIXED["num_predict"]
+    loaded = httpx.get(stack.url("api") + "/upstream/tiny-lora/lora-adapters", timeout=30).json()
+    assert [entry["path"] for entry in loaded] == [str(blob)]
+    assert answer.response != client.generate(model="tiny-chat", prompt="once upon", options=FIXED).response
+
+    assert client.delete("tiny-lora").status == "success"
+    assert not blob.exists()  # no model loads it any more
+    not_an_adapter = client.create_blob(stack.models_dir / "tiny-chat.gguf")
+    refused = httpx.post(
+        stack.url("ollama") + "/api/create",
+        json={"model": "tiny-x", "from": "tiny-chat", "adapters": {"m.gguf": not_an_adapter}},
+        timeout=30,
+    )
+    assert refused.status_code == 400 and "LoRA adapters in GGUF" in refused.json()["error"]
 
 
 def test_blobs_and_files_that_cannot_make_a_model_are_refused(client: ollama.Client, stack) -> None:

@@ -556,7 +556,6 @@ def test_show_gives_the_template_the_runner_uses() -> None:
         ({"system": ["Be brief."]}, "system"),
         ({"template": "{{ .Prompt }}"}, "template"),
         ({"files": {"m.gguf": 5}}, "files"),
-        ({"adapters": {"l.gguf": "sha256:" + "0" * 64}}, "adapters"),
         ({"quantize": "q4_K_M"}, "quantize"),
         ({"parameters": {"use_mmap": True}}, "use_mmap"),
         ({"parameters": {"num_ctx": "big"}}, "num_ctx"),
@@ -667,3 +666,16 @@ def test_llama_servers_own_stream_gives_its_completion_probabilities() -> None:
     ]
     merged = t.merge_objects(feed_all(t.OllamaStream(model="coder", kind="generate", top_logprobs=1), chunks))
     assert merged["response"] == "def" and merged["logprobs"][0]["top_logprobs"][0]["token"] == "def"
+
+
+def test_create_names_its_lora_adapters_by_digest_and_a_modelfile_shows_them() -> None:
+    digest = "sha256:" + "a" * 64
+    assert t.create_adapters(create(adapters={"lora.gguf": digest})) == [digest]
+    assert t.create_adapters(create()) == [] and t.create_adapters(create(adapters={})) == []
+    with pytest.raises(t.TranslationError, match="adapters"):
+        t.create_adapters(create(adapters=["lora.gguf"]))
+    model = make_view(extra_args=("--lora", "/blobs/sha256-a", "--lora=/x/b.gguf", "--no-warmup"))
+    assert [line for line in t.modelfile(model).splitlines() if line.startswith("ADAPTER")] == [
+        "ADAPTER /blobs/sha256-a",
+        "ADAPTER /x/b.gguf",
+    ]
