@@ -77,7 +77,7 @@ def _describe(name: str, spec: Param) -> dict[str, Any]:
     return {
         "name": name,
         "flag": spec.flag,
-        "kind": spec.kind.__name__,
+        "kind": spec.kind.__name__.lower(),  # int, float, bool, str, list, messages
         "help": spec.help,
         "choices": list(spec.choices) if spec.choices else None,
         "minimum": spec.minimum,

@@ -10,6 +10,25 @@ from dataclasses import dataclass
 from typing import Any
 
 
+class Messages(list):
+    """The kind of a parameter that is a conversation: `{role, content}` objects."""
+
+
+MESSAGE_ROLES = ("system", "user", "assistant")
+
+
+def _messages(name: str, value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not all(
+        isinstance(item, dict)
+        and set(item) == {"role", "content"}
+        and item["role"] in MESSAGE_ROLES
+        and isinstance(item["content"], str)
+        for item in value
+    ):
+        raise ValueError(f"{name} must be a list of {{role, content}} (role {', '.join(MESSAGE_ROLES)})")
+    return [{"role": item["role"], "content": item["content"]} for item in value]
+
+
 class ParameterError(ValueError):
     """A parameter value that cannot be used; `name` is the parameter's canonical name."""
 
@@ -21,7 +40,7 @@ class ParameterError(ValueError):
 @dataclass(frozen=True)
 class Param:
     flag: str
-    kind: type  # int, float, bool, str, list (of texts)
+    kind: type  # int, float, bool, str, list (of texts), Messages
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
@@ -72,6 +91,8 @@ class Param:
             return number
         if self.kind is list:
             return self._texts(name, value)
+        if self.kind is Messages:
+            return _messages(name, value)
         if isinstance(value, bool) and self.choices and {"on", "off"} <= set(self.choices):
             return "on" if value else "off"  # older configs write `"flash-attn": true`
         if not isinstance(value, str) or not value.strip():
@@ -181,6 +202,12 @@ SAMPLING_PARAMS: dict[str, Param] = {
     "dry_allowed_length": Param("", int, "DRY: repeats up to this length go unpenalized", minimum=0),
     "dry_penalty_last_n": Param("", int, "DRY: tokens scanned for repeats (-1 = the context)", minimum=-1),
     "system": Param("", str, "Default system prompt, for chat requests that bring none", multiline=True),
+    "messages": Param(
+        "",
+        Messages,
+        "Messages every chat begins with, after its system prompt (Ollama's MESSAGE lines): "
+        'a JSON list of {"role", "content"}',
+    ),
 }
 
 # Names used by the seed project's config files and by llama.cpp's CLI spelled differently.

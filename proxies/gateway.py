@@ -114,6 +114,9 @@ def apply_sampling_defaults(
         if name == "system":
             changed = apply_system_default(payload, value, path) or changed
             continue
+        if name == "messages":
+            changed = apply_preset_messages(payload, value, path) or changed
+            continue
         fields = SAMPLING_FIELDS.get(name, (name,))
         if any(payload.get(field) is not None or field in explicit for field in fields):
             continue
@@ -167,6 +170,36 @@ def apply_system_default(payload: dict[str, Any], system: str, path: str) -> boo
         payload["instructions"] = system
         return True
     return False
+
+
+def apply_preset_messages(payload: dict[str, Any], presets: list[dict[str, str]], path: str) -> bool:
+    """Begin a conversation with the model's preset messages (Ollama's Modelfile MESSAGE lines),
+    after the request's own leading system messages, in the shape of the runner's endpoint `path`:
+    chat messages, Anthropic's `messages` (its user and assistant turns: a system prompt is not a
+    message there), the Responses API's `input`. True when the payload changed."""
+    path = path.removesuffix("/input_tokens").removesuffix("/count_tokens")
+    if path.endswith("/v1/messages"):
+        presets = [m for m in presets if m["role"] != "system"]
+    if not presets:
+        return False
+    if path.endswith("/v1/messages"):
+        key = "messages"
+    elif path.endswith("/v1/responses"):
+        key = "input"
+        if isinstance(payload.get(key), str):
+            payload[key] = [{"role": "user", "content": payload[key]}]
+    elif path.endswith("/chat/completions"):
+        key = "messages"
+    else:
+        return False  # raw completions and infill: no conversation
+    items = payload.get(key)
+    if not isinstance(items, list):
+        return False
+    start = 0
+    while start < len(items) and isinstance(items[start], dict) and items[start].get("role") in SYSTEM_ROLES:
+        start += 1
+    items[start:start] = [dict(m) for m in presets]
+    return True
 
 
 def context_size(model: ModelView) -> int | None:

@@ -118,7 +118,6 @@ class CreateRequest(BaseModel):
 # What `ollama create` may send that a variant of a catalog entry cannot keep.
 CREATE_UNSUPPORTED = {
     "quantize": "llamaproxy does not quantize models",
-    "messages": "preset messages are not supported by llamaproxy's /api/create",
     "license": "a license of its own is not supported by llamaproxy's /api/create",
 }
 
@@ -142,6 +141,8 @@ def create_settings(parsed: CreateRequest) -> tuple[dict[str, Any], dict[str, An
     sampling = dict(options.sampling)
     if parsed.system and parsed.system.strip():
         sampling["system"] = parsed.system
+    if extra.get("messages"):  # MESSAGE lines: checked where defaults are stored
+        sampling["messages"] = extra["messages"]
     runner: dict[str, Any] = dict(options.runner_params)
     template = extra.get("template")
     if template not in (None, ""):
@@ -902,7 +903,7 @@ def parameters_text(model: Any) -> str:
     settings.update(
         (OLLAMA_NAMES.get(key, key), value)
         for key, value in (model.sampling or {}).items()
-        if key != "system"  # a Modelfile's SYSTEM line (see `modelfile`), not a PARAMETER
+        if key not in ("system", "messages")  # a Modelfile's SYSTEM and MESSAGE lines (see `modelfile`)
     )
     lines = []
     for key, value in sorted(settings.items()):
@@ -926,6 +927,9 @@ def modelfile(model: Any) -> str:
     if system := (model.sampling or {}).get("system"):
         lines.append(f'SYSTEM """{system}"""')
     lines += [f"PARAMETER {line}" for line in parameters_text(model).splitlines()]
+    lines += [
+        f'MESSAGE {m["role"]} """{m["content"]}"""' for m in (model.sampling or {}).get("messages") or ()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -936,6 +940,7 @@ def show_response(model: Any) -> dict[str, Any]:
         "parameters": parameters_text(model),
         "template": chat_template_of(model),
         **({"system": system} if (system := (model.sampling or {}).get("system")) else {}),
+        **({"messages": presets} if (presets := (model.sampling or {}).get("messages")) else {}),
         "details": details(model),
         "model_info": model_info(model),
         "capabilities": list(model.capabilities),

@@ -29,6 +29,7 @@ from proxies.catalog_view import ModelView, catalog_view
 from proxies.gateway import (
     FaceError,
     acquire_runner,
+    apply_preset_messages,
     apply_sampling_defaults,
     apply_system_default,
     authorize,
@@ -237,9 +238,13 @@ async def generate_like(request: HttpRequest, kind: Kind) -> HttpResponse:
         apply_sampling_defaults(
             plan.body, model, explicit=t.requested_sampling_fields(parsed.options), path=plan.path
         )
-        if plan.render_messages is not None and (system := model.sampling.get("system")):
-            # (rendered with the chat template into a raw prompt: the default goes in first)
-            apply_system_default({"messages": plan.render_messages}, system, "/v1/chat/completions")
+        if plan.render_messages is not None:
+            # (rendered with the chat template into a raw prompt: the defaults go in first)
+            rendered = {"messages": plan.render_messages}
+            if presets := model.sampling.get("messages"):
+                apply_preset_messages(rendered, presets, "/v1/chat/completions")
+            if system := model.sampling.get("system"):
+                apply_system_default(rendered, system, "/v1/chat/completions")
         if isinstance(plan.body.get("repeat_last_n"), int) and plan.body["repeat_last_n"] < 0:
             # Ollama's "-1 = the whole context"; llama-server's request field takes no -1.
             ctx_size = (plan.runner_params or {}).get("ctx_size") or context_size(model)

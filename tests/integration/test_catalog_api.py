@@ -198,6 +198,8 @@ def test_stop_sequences_are_stored_as_a_list_and_an_empty_list_removes_them(
         ({"sampling": {"temperature": "hot"}}, "sampling.temperature"),
         ({"sampling": {"stop": [1]}}, "sampling.stop"),
         ({"sampling": {"mirostat": 3}}, "sampling.mirostat"),
+        ({"sampling": {"messages": [{"role": "user"}]}}, "sampling.messages"),
+        ({"sampling": {"messages": "[{oops"}}, "sampling.messages"),
         ({"ttl_seconds": -1}, "ttl_seconds"),
         ({"enabled": "maybe"}, "enabled"),
         ({"runtime": "vllm"}, "runtime"),

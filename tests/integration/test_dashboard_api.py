@@ -125,7 +125,7 @@ def test_parameter_metadata_describes_types_help_and_choices(staff: Client) -> N
     assert by_name["flash_attn"]["choices"] == ["on", "off", "auto"]
     sampling = {p["name"]: p for p in body["sampling"]}
     assert "temperature" in sampling and sampling["system"]["multiline"] is True
-    assert sampling["stop"]["kind"] == "list"
+    assert sampling["stop"]["kind"] == "list" and sampling["messages"]["kind"] == "messages"
     assert (sampling["mirostat"]["minimum"], sampling["mirostat"]["maximum"]) == (0, 2)
 
 

@@ -420,6 +420,34 @@ def test_a_modelfiles_stop_sequences_end_the_answers_of_every_face(client: ollam
     assert client.delete("tiny-stops").status == "success"
 
 
+def test_a_modelfiles_messages_begin_every_chat_of_the_created_model(client: ollama.Client, stack) -> None:
+    presets = [
+        {"role": "user", "content": "Who are you?"},
+        {"role": "assistant", "content": "A pirate, arr."},
+    ]
+    assert client.create("tiny-pirate", from_="tiny-chat", messages=presets).status == "success"
+    shown = httpx.post(stack.url("ollama") + "/api/show", json={"model": "tiny-pirate"}, timeout=30).json()
+    assert shown["messages"] == presets and 'MESSAGE user """Who are you?"""' in shown["modelfile"]
+
+    def prompt_tokens(model: str, messages: list[dict]) -> int:
+        body = {"model": model, "messages": messages, "max_tokens": 1}
+        response = httpx.post(stack.url("ollama") + "/v1/chat/completions", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["usage"]["prompt_tokens"]
+
+    user = [{"role": "user", "content": "hi"}]
+    assert prompt_tokens("tiny-pirate", user) == prompt_tokens("tiny-chat", [*presets, *user])
+    chat = client.chat(model="tiny-pirate", messages=user, options=FIXED)
+    assert chat.prompt_eval_count == prompt_tokens("tiny-chat", [*presets, *user])
+    bad = httpx.post(
+        stack.url("ollama") + "/api/create",
+        json={"model": "tiny-bad", "from": "tiny-chat", "messages": [{"role": "tool", "content": "x"}]},
+        timeout=30,
+    )
+    assert bad.status_code == 400 and "messages" in bad.json()["error"]
+    assert client.delete("tiny-pirate").status == "success"
+
+
 def test_create_from_an_uploaded_gguf_keeps_the_blob_until_its_last_model_is_deleted(
     client: ollama.Client, stack, tmp_path
 ) -> None:

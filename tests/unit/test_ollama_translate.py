@@ -679,3 +679,9 @@ def test_create_names_its_lora_adapters_by_digest_and_a_modelfile_shows_them() -
         "ADAPTER /blobs/sha256-a",
         "ADAPTER /x/b.gguf",
     ]
+
+
+def test_create_keeps_a_modelfiles_messages_as_the_models_preset_conversation() -> None:
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ahoy"}]
+    assert t.create_settings(create(messages=messages)) == ({}, {"messages": messages})
+    assert t.create_settings(create(messages=[])) == ({}, {})

@@ -341,3 +341,54 @@ def test_the_default_system_prompt_is_shown_as_ollama_shows_a_modelfiles() -> No
     assert shown["system"] == SYSTEM and "system" not in shown["parameters"]
     assert f'SYSTEM """{SYSTEM}"""' in shown["modelfile"]
     assert "system" not in ollama.show_response(make_view())
+
+
+PRESETS = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "A pirate."}]
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "expected"),
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "system", "content": "mine"}, {"role": "user", "content": "hi"}]},
+            {
+                "messages": [
+                    {"role": "system", "content": "mine"},
+                    *PRESETS,
+                    {"role": "user", "content": "hi"},
+                ]
+            },
+        ),
+        (
+            "/v1/messages",
+            {"messages": [{"role": "user", "content": "hi"}]},
+            {"messages": [*PRESETS, {"role": "user", "content": "hi"}]},
+        ),
+        (
+            "/v1/responses",
+            {"input": "hi"},
+            {"input": [*PRESETS, {"role": "user", "content": "hi"}]},
+        ),
+        ("/v1/completions", {"prompt": "raw"}, {"prompt": "raw"}),
+    ],
+)
+def test_preset_messages_begin_the_conversation_in_the_endpoints_shape(
+    path: str, payload: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    # (a preset system message has no place among Anthropic's messages)
+    system = [{"role": "system", "content": "not a message there"}] if path == "/v1/messages" else []
+    model = make_view(sampling={"messages": [*system, *PRESETS]})
+    changed = apply_sampling_defaults(payload, model, path=path)
+    assert changed is (path != "/v1/completions") and payload == expected
+
+
+def test_the_default_system_prompt_comes_before_the_preset_messages() -> None:
+    payload: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
+    for sampling in ({"messages": PRESETS, "system": SYSTEM}, {"system": SYSTEM, "messages": PRESETS}):
+        payload = {"messages": [{"role": "user", "content": "hi"}]}
+        apply_sampling_defaults(payload, make_view(sampling=sampling), path="/v1/chat/completions")
+        assert [m["role"] for m in payload["messages"]] == ["system", "user", "assistant", "user"]
+    shown = ollama.show_response(make_view(sampling={"messages": PRESETS}))
+    assert shown["messages"] == PRESETS
+    assert 'MESSAGE assistant """A pirate."""' in shown["modelfile"] and "messages" not in shown["parameters"]

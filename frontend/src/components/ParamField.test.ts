@@ -58,6 +58,18 @@ describe("ParamField", () => {
     expect(box.element.value).toBe("b\nc");
   });
 
+  it("edits preset messages as JSON, sending text that is not JSON as typed", async () => {
+    const spec = { ...ctx, name: "messages", flag: "", kind: "messages" as const, minimum: null };
+    const presets = [{ role: "user", content: "hi" }];
+    const field = mount(ParamField, { props: { spec, modelValue: presets } });
+    const box = field.find("textarea");
+    expect(JSON.parse(box.element.value)).toEqual(presets);
+    await box.setValue('[{"role": "assistant", "content": "ahoy"}]');
+    await box.setValue("[{oops");
+    await box.setValue(" ");
+    expect(field.emitted("update:modelValue")).toEqual([[[{ role: "assistant", content: "ahoy" }]], ["[{oops"], [null]]);
+  });
+
   it("offers the choices of a choice parameter", () => {
     const spec = { ...ctx, name: "flash_attn", kind: "str" as const, choices: ["on", "off", "auto"] };
     const field = mount(ParamField, { props: { spec, modelValue: "on" } });

@@ -20,7 +20,7 @@ export interface SettingsState {
 export interface ParamSpec {
   name: string;
   flag: string;
-  kind: "int" | "float" | "bool" | "str" | "list";
+  kind: "int" | "float" | "bool" | "str" | "list" | "messages";
   help: string;
   choices: string[] | null;
   minimum: number | null;
