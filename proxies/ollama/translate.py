@@ -118,7 +118,6 @@ class CreateRequest(BaseModel):
 # What `ollama create` may send that a variant of a catalog entry cannot keep.
 CREATE_UNSUPPORTED = {
     "quantize": "llamaproxy does not quantize models",
-    "license": "a license of its own is not supported by llamaproxy's /api/create",
 }
 
 
@@ -171,6 +170,13 @@ def chat_template_of(model: Any) -> str:
     template rather than a built-in template's name, else the one in the GGUF file."""
     custom = (model.parameters or {}).get("chat_template") or ""
     return custom if "{{" in custom or "{%" in custom else model.chat_template or ""
+
+
+def create_notices(parsed: CreateRequest) -> list[str]:
+    """What `ollama create` sent that is taken but not kept, said in its status stream."""
+    if (parsed.model_extra or {}).get("license") not in (None, "", []):
+        return ["license not kept: /api/show gives the GGUF file's own (general.license)"]
+    return []
 
 
 def create_adapters(parsed: CreateRequest) -> list[str]:

@@ -654,6 +654,7 @@ async def create(request: HttpRequest) -> HttpResponse:
     except FaceError as exc:
         return face_error_response(exc)
     steps = [
+        *({"status": notice} for notice in t.create_notices(parsed)),
         {"status": f"using {source}"},
         *({"status": f"using the LoRA adapter {Path(adapter).name}"} for adapter in adapters),
         {"status": "writing runner settings"},

@@ -425,7 +425,10 @@ def test_a_modelfiles_messages_begin_every_chat_of_the_created_model(client: oll
         {"role": "user", "content": "Who are you?"},
         {"role": "assistant", "content": "A pirate, arr."},
     ]
-    assert client.create("tiny-pirate", from_="tiny-chat", messages=presets).status == "success"
+    steps = list(
+        client.create("tiny-pirate", from_="tiny-chat", messages=presets, license="MIT", stream=True)
+    )
+    assert steps[-1].status == "success" and "license not kept" in steps[0].status
     shown = httpx.post(stack.url("ollama") + "/api/show", json={"model": "tiny-pirate"}, timeout=30).json()
     assert shown["messages"] == presets and 'MESSAGE user """Who are you?"""' in shown["modelfile"]
 

@@ -685,3 +685,11 @@ def test_create_keeps_a_modelfiles_messages_as_the_models_preset_conversation() 
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ahoy"}]
     assert t.create_settings(create(messages=messages)) == ({}, {"messages": messages})
     assert t.create_settings(create(messages=[])) == ({}, {})
+
+
+def test_a_modelfiles_license_is_taken_and_said_not_kept() -> None:
+    assert t.create_settings(create(license="MIT")) == ({}, {})
+    assert t.create_notices(create(license=["MIT", "Apache"])) == [
+        "license not kept: /api/show gives the GGUF file's own (general.license)"
+    ]
+    assert t.create_notices(create()) == []
