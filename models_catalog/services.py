@@ -196,16 +196,18 @@ def _created(name: str, make: Any, settings: RunnerSettings) -> tuple[CatalogMod
     """Save the entry `make()` gives with `settings`, in place of a created model of that name;
     returns it and the entry it replaced (deleted, its fields still there to read)."""
     replaced_adapters: list[str] = []
+    heir = None
     with transaction.atomic():
         replaced = CatalogModel.objects.filter(name=name).first()
         if replaced is not None:
             replaced_adapters = lora_files(settings_of(replaced).extra_args)
-            delete_entry(replaced)
+            heir = delete_entry(replaced)
         entry = make()
         entry.save()
         settings.model = entry
         settings.save()
-        transaction.on_commit(lambda: catalog_changed("update", names=[entry.name]))
+        changed = [entry.name] + ([heir.name] if heir is not None else [])
+        transaction.on_commit(lambda: catalog_changed("update", names=changed))
     if replaced is not None:
         from models_catalog.blobs import prune_adapters, prune_blob
 
