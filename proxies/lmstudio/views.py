@@ -1,6 +1,7 @@
 """The LM Studio face (1234): `/api/v0/*` (models, chat, completions, embeddings with `stats`)
-and LM Studio 0.4's `/api/v1/models` with load and unload, and its stateful `/api/v1/chat`. Errors are OpenAI-shaped, as LM
-Studio's own are; streams are SSE, with `stats` added to the chunk that finishes the answer."""
+and LM Studio 0.4's `/api/v1/models` with load, unload and download, and its stateful
+`/api/v1/chat`. Errors are OpenAI-shaped, as LM Studio's own are; streams are SSE, with `stats`
+added to the chunk that finishes the answer (`/api/v1/chat` streams LM Studio's named events)."""
 
 from __future__ import annotations
 
