@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -233,3 +234,28 @@ def make_stack(
     yield factory
     for stack in stacks:
         stack.stop()
+
+
+# --- catalog events, for tests that use the database directly (no stack) -------------------------
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[dict[str, Any]]:
+    """What the catalog publishes, as if the event bus were up."""
+    settings.REDIS_EMBEDDED = False
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): sent.append(event))
+    return sent
+
+
+@pytest.fixture
+def quiet_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Catalog events are dropped; `settings.changed` events are collected for the tests to read."""
+    from llamaproxy.runtime import invalidate_limits
+
+    published: list[dict[str, Any]] = []
+    monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): None)
+    monkeypatch.setattr("llamaproxy.events.publish_sync", lambda event, groups=(): published.append(event))
+    invalidate_limits()  # limits cached by an earlier test describe a database rolled back since
+    yield published
+    invalidate_limits()

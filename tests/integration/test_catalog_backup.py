@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from llamaproxy.models import RuntimeSettings
-from llamaproxy.runtime import current_limits, invalidate_limits
+from llamaproxy.runtime import current_limits
 from models_catalog import services
 from models_catalog.backup import export_catalog, list_backups, restore_catalog, write_backup
 from models_catalog.discovery import scan_models
@@ -20,18 +19,7 @@ from models_catalog.errors import CatalogError
 from models_catalog.models import CatalogModel, ModelFolder
 from models_catalog.testing import make_library, write_gguf_header
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def quiet_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """Catalog events are dropped; `settings.changed` events are collected for the tests to read."""
-    published: list[dict[str, Any]] = []
-    monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): None)
-    monkeypatch.setattr("llamaproxy.events.publish_sync", lambda event, groups=(): published.append(event))
-    invalidate_limits()  # limits cached by an earlier test describe a database rolled back since
-    yield published
-    invalidate_limits()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("quiet_events")]
 
 
 @pytest.fixture

@@ -20,15 +20,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def events(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[dict[str, Any]]:
-    """What the catalog publishes, as if the event bus were up."""
-    settings.REDIS_EMBEDDED = False
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): sent.append(event))
-    return sent
-
-
-@pytest.fixture
 def library(tmp_path: Path, settings: Any, events: list[dict[str, Any]]) -> dict[str, Path]:
     root = tmp_path / "models"
     settings.LLAMAPROXY_MODELS_DIRS = [root]

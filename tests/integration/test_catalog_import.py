@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +15,14 @@ from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 
 from llamaproxy.models import RuntimeSettings
-from llamaproxy.runtime import current_limits, invalidate_limits
+from llamaproxy.runtime import current_limits
 from models_catalog.backup import export_catalog, list_backups
 from models_catalog.discovery import scan_models
 from models_catalog.models import CatalogModel, ModelAlias, ModelFolder
 from models_catalog.tiny_model import write_tiny_model
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("quiet_events")]
 BASE_DIR = Path(django_settings.BASE_DIR)
-
-
-@pytest.fixture(autouse=True)
-def quiet_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """Catalog events are dropped; `settings.changed` events are collected for the tests to read."""
-    published: list[dict[str, Any]] = []
-    monkeypatch.setattr("models_catalog.events.publish_sync", lambda event, groups=(): None)
-    monkeypatch.setattr("llamaproxy.events.publish_sync", lambda event, groups=(): published.append(event))
-    invalidate_limits()  # limits cached by an earlier test describe a database rolled back since
-    yield published
-    invalidate_limits()
 
 
 @pytest.fixture
