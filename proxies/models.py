@@ -59,17 +59,23 @@ class UsageRecord(models.Model):
 
 
 class StoredChat(models.Model):
-    """A point in a conversation of LM Studio's stateful `/api/v1/chat`: the messages up to and
-    including the answer that got this `response_id`. A later request naming it as its
-    `previous_response_id` goes on from there (any earlier point can be branched from)."""
+    """A point in a stateful conversation: the messages up to and including the answer that got
+    this `response_id`. A later request naming it as its `previous_response_id` goes on from
+    there (any earlier point can be branched from). LM Studio's `/api/v1/chat` keeps OpenAI chat
+    messages; the OpenAI Responses API keeps its input and output items."""
 
-    response_id = models.CharField(max_length=64, primary_key=True)
+    class Kind(models.TextChoices):
+        LMSTUDIO = "lmstudio", "LM Studio /api/v1/chat"
+        RESPONSES = "responses", "OpenAI Responses API"
+
+    response_id = models.CharField(max_length=100, primary_key=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.LMSTUDIO)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     model = models.CharField(max_length=200)
     system_prompt = models.TextField(blank=True, default="")
-    messages = models.JSONField(default=list, help_text="OpenAI-style messages, the system prompt apart")
+    messages = models.JSONField(default=list, help_text="The conversation (the system prompt apart)")
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-created_at"]
-        verbose_name = "stored LM Studio chat"
+        verbose_name = "stored conversation"

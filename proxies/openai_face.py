@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from llamaproxy.http_errors import bad_request_with, method_not_allowed_with
 from proxies import metrics
-from proxies.catalog_view import catalog_view
+from proxies.catalog_view import ModelView, catalog_view
 from proxies.gateway import (
     FaceError,
     acquire_runner,
@@ -33,6 +33,7 @@ from proxies.gateway import (
     resolve_model,
 )
 from proxies.infill import infill_completion, wants_infill
+from proxies.keys import KeyInfo
 from proxies.openai_schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -137,6 +138,8 @@ async def relay_json_endpoint(
         else:  # a token count counts the default system prompt the generation would get
             system = model.sampling.get("system")
             changed = bool(system) and apply_system_default(payload, system, upstream_path)
+        if endpoint == "responses":
+            changed = await _conversation(payload, ctx, model, key) or changed
         if parsed.model != model.name:
             # The runner gets the catalog's name for an alias or for no name (the default model):
             # llama-server answers with its `--alias`, the catalog's name, whatever the request
@@ -151,6 +154,26 @@ async def relay_json_endpoint(
     return await send_to_runner(
         lease, ctx, "POST", upstream_path, body, {"content-type": "application/json"}, errors=errors
     )
+
+
+async def _conversation(
+    payload: dict[str, Any], ctx: RelayContext, model: ModelView, key: KeyInfo | None
+) -> bool:
+    """The Responses API's state (llama-server keeps none): `previous_response_id` goes on from a
+    kept conversation, and the answer is kept unless `store` is false. True when the payload
+    changed."""
+    from proxies import conversations
+
+    had_previous = "previous_response_id" in payload
+    try:
+        ctx.keep = await conversations.prepare_responses(payload, model.name, key.id if key else None)
+    except TypeError as exc:
+        raise FaceError(400, str(exc), param="previous_response_id") from None
+    except LookupError as exc:
+        raise FaceError(
+            404, f"no stored response '{exc.args[0]}'", "not_found", "previous_response_id"
+        ) from None
+    return had_previous
 
 
 async def send_to_runner(

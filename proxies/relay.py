@@ -70,6 +70,8 @@ class RelayContext:
     error: str = ""
     stream: bool = False
     audio_seconds: float | None = None
+    # Takes the whole answer once relayed (a Responses answer kept for previous_response_id).
+    keep: Callable[[dict[str, Any]], None] | None = None
 
 
 def forward_headers(headers: dict[str, str] | Any) -> dict[str, str]:
@@ -207,6 +209,8 @@ def _observe_json_body(body: bytes, ctx: RelayContext, arrived: float) -> None:
         ctx.meter.observe(parsed)
         if ctx.status >= 400:
             ctx.error = upstream_error_message(parsed) or ctx.error
+        elif ctx.keep is not None:
+            ctx.keep(parsed)
 
 
 async def runner_objects(upstream: httpx.Response, ctx: RelayContext) -> AsyncIterator[dict[str, Any]]:
@@ -270,6 +274,22 @@ def account_event_frame(payload: bytes, meter: UsageMeter) -> None:
             meter.mark_first_token()
 
 
+def _keeping(
+    account: Callable[[bytes, UsageMeter], None], keep: Callable[[dict[str, Any]], None]
+) -> Callable[[bytes, UsageMeter], None]:
+    """`account` that also hands a Responses stream's whole answer (its `response.completed`
+    event's `response`) to `keep`."""
+
+    def account_keeping(payload: bytes, meter: UsageMeter) -> None:
+        account(payload, meter)
+        if b'"response.completed"' in payload:
+            parsed = parse_json_payload(payload)
+            if parsed is not None and isinstance(parsed.get("response"), dict):
+                keep(parsed["response"])
+
+    return account_keeping
+
+
 # The endpoints whose streams are typed events (`event: ...` lines before each frame's data).
 EVENT_STREAM_ENDPOINTS = frozenset({"responses", "messages"})
 
@@ -290,6 +310,8 @@ class SSERelay:
         self._parser = SSEFrameParser()
         self._used = False
         self._account_frame = account_event_frame if ctx.endpoint in EVENT_STREAM_ENDPOINTS else account_frame
+        if ctx.keep is not None:
+            self._account_frame = _keeping(self._account_frame, ctx.keep)
 
     def _account(self, chunk: bytes) -> None:
         meter, account_one = self._ctx.meter, self._account_frame

@@ -1,4 +1,4 @@
-"""Usage retention: a beat task prunes rows (and stored LM Studio chats) older than
+"""Usage retention: a beat task prunes rows (and kept conversations) older than
 LLAMAPROXY_USAGE_RETENTION_DAYS."""
 
 from celery import shared_task

@@ -236,7 +236,7 @@ atexit.register(usage_writer.store_at_exit)  # at exit: store what is left; nobo
 
 
 def prune_usage(retention_days: int) -> int:
-    """Usage rows, and the LM Studio chats kept for `previous_response_id`, older than the
+    """Usage rows, and the conversations kept for `previous_response_id`, older than the
     retention; the number of usage rows deleted."""
     from proxies.models import StoredChat
 

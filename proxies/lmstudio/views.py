@@ -424,7 +424,7 @@ async def _stored_chat(response_id: str | None, key: KeyInfo | None) -> _Previou
         return _Previous("", [])
     from proxies.models import StoredChat
 
-    stored = await StoredChat.objects.filter(pk=response_id).afirst()
+    stored = await StoredChat.objects.filter(pk=response_id, kind=StoredChat.Kind.LMSTUDIO).afirst()
     if stored is None or (stored.api_key_id is not None and (key is None or key.id != stored.api_key_id)):
         raise FaceError(404, f"no stored response '{response_id}'", "not_found", "previous_response_id")
     return _Previous(stored.system_prompt, list(stored.messages))

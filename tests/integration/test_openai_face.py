@@ -578,3 +578,31 @@ def test_usage_queries_reject_bad_filters(stack) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "since"
+
+
+def test_the_responses_api_goes_on_from_a_previous_response_streamed_or_not(client, stack) -> None:
+    """llama-server keeps no responses: llamaproxy keeps each answer's conversation (unless
+    `store` is false) so `previous_response_id` works, as with OpenAI's own API."""
+    first = client.responses.create(model="tiny-chat", input="My name is Bob.", max_output_tokens=5)
+    assert first.id and first.output
+    turn = {"model": "tiny-chat", "input": "What is my name?", "max_output_tokens": 5}
+    alone = client.responses.create(**turn, store=False)
+    going_on = client.responses.create(**turn, previous_response_id=first.id)
+    assert going_on.usage.input_tokens > alone.usage.input_tokens + first.usage.output_tokens
+
+    # Streamed: the completed response is kept too, and a chain goes on from any point.
+    with client.responses.create(**turn, previous_response_id=going_on.id, stream=True) as events:
+        completed = [event.response for event in events if event.type == "response.completed"]
+    assert len(completed) == 1 and completed[0].id
+    third = client.responses.create(**turn, previous_response_id=completed[0].id)
+    assert third.usage.input_tokens > going_on.usage.input_tokens
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.responses.create(**turn, previous_response_id=alone.id)  # store: false kept nothing
+    assert "previous_response_id" in str(missing.value.body) or missing.value.status_code == 404
+    bad = httpx.post(
+        stack.url("api") + "/v1/responses",
+        json={**turn, "previous_response_id": 12},
+        timeout=30,
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "previous_response_id"

@@ -1,0 +1,116 @@
+"""Conversations kept for `previous_response_id`: the OpenAI Responses API's, whose answers are
+kept as they are relayed (llama-server keeps none).
+
+A kept conversation is the request's input items followed by the answer's output items, under
+the answer's `id`; a request naming it as `previous_response_id` gets them before its own input
+(llama-server takes output items back as input). It is written off the request path and found
+at once even before that write (a client may go on the moment its answer arrives).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from functools import partial
+from typing import Any
+
+from django.db import close_old_connections
+
+log = logging.getLogger(__name__)
+
+_pending: dict[tuple[str, str], dict[str, Any]] = {}
+_lock = threading.Lock()
+_writing: set[asyncio.Task[int]] = set()
+
+
+def keep(kind: str, response_id: str, model: str, messages: list[Any], api_key_id: int | None) -> None:
+    """Keep a conversation under `response_id`; from any thread, the write comes soon after."""
+    row = {
+        "kind": kind,
+        "response_id": response_id,
+        "model": model,
+        "messages": messages,
+        "api_key_id": api_key_id,
+    }
+    with _lock:
+        _pending[(kind, response_id)] = row
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        store()  # a worker thread (or no loop at all): write now
+        return
+    task = loop.create_task(asyncio.to_thread(store))
+    _writing.add(task)  # (held until done: the loop keeps only a weak reference)
+    task.add_done_callback(_writing.discard)
+
+
+def store() -> int:
+    """Write what is waiting; what cannot be written now waits for the next call."""
+    from proxies.models import StoredChat
+
+    with _lock:
+        rows = list(_pending.values())
+    if not rows:
+        return 0
+    try:
+        StoredChat.objects.bulk_create([StoredChat(**row) for row in rows], ignore_conflicts=True)
+    except Exception:
+        log.exception("could not keep %d conversations; trying again with the next one", len(rows))
+        return 0
+    finally:
+        close_old_connections()
+    with _lock:
+        for row in rows:
+            _pending.pop((row["kind"], row["response_id"]), None)
+    return len(rows)
+
+
+async def find(kind: str, response_id: str, api_key_id: int | None) -> list[Any] | None:
+    """The conversation kept under `response_id`, or None (also for one kept for another key)."""
+    from proxies.models import StoredChat
+
+    with _lock:
+        row = _pending.get((kind, response_id))
+    if row is None:
+        stored = await StoredChat.objects.filter(pk=response_id, kind=kind).afirst()
+        if stored is None:
+            return None
+        row = {"messages": stored.messages, "api_key_id": stored.api_key_id}
+    if row["api_key_id"] is not None and row["api_key_id"] != api_key_id:
+        return None
+    return list(row["messages"])
+
+
+# --- the Responses API ---------------------------------------------------------------------------
+
+
+def input_items(value: Any) -> list[Any]:
+    """A Responses request's `input` as a list of items (a text is one user message)."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return list(value) if isinstance(value, list) else []
+
+
+async def prepare_responses(payload: dict[str, Any], model: str, api_key_id: int | None) -> Any:
+    """Go on from `previous_response_id` (its conversation before the request's input) and, unless
+    `store` is false, return what keeps the answer's conversation once it is relayed (a callable
+    taking the response object). Raises LookupError for a conversation that is not kept."""
+    previous = payload.get("previous_response_id")
+    if previous is not None:
+        if not isinstance(previous, str):
+            raise TypeError("previous_response_id must be a text")
+        history = await find("responses", previous, api_key_id)
+        if history is None:
+            raise LookupError(previous)
+        payload["input"] = [*history, *input_items(payload.get("input"))]
+        del payload["previous_response_id"]
+    if payload.get("store") is False:
+        return None
+    return partial(_keep_response, input_items(payload.get("input")), model, api_key_id)
+
+
+def _keep_response(items: list[Any], model: str, api_key_id: int | None, response: dict[str, Any]) -> None:
+    response_id, output = response.get("id"), response.get("output")
+    if isinstance(response_id, str) and isinstance(output, list) and response.get("status") != "failed":
+        keep("responses", response_id, model, [*items, *output], api_key_id)
