@@ -15,7 +15,7 @@ import threading
 from functools import partial
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import IntegrityError, close_old_connections, transaction
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +46,42 @@ def keep(kind: str, response_id: str, model: str, messages: list[Any], api_key_i
 
 
 def store() -> int:
-    """Write what is waiting; what cannot be written now waits for the next call."""
-    from proxies.models import StoredChat
-
+    """Write what is waiting; what cannot be written now (the database busy) waits for the next
+    call. Returns how many were written."""
     with _lock:
         rows = list(_pending.values())
     if not rows:
         return 0
     try:
-        StoredChat.objects.bulk_create([StoredChat(**row) for row in rows], ignore_conflicts=True)
+        written = _write(rows)
     except Exception:
         log.exception("could not keep %d conversations; trying again with the next one", len(rows))
         return 0
     finally:
         close_old_connections()
     with _lock:
-        for row in rows:
+        for row in rows:  # written, or never writable
             _pending.pop((row["kind"], row["response_id"]), None)
-    return len(rows)
+    return written
+
+
+def _write(rows: list[dict[str, Any]]) -> int:
+    from proxies.models import StoredChat
+
+    try:
+        with transaction.atomic():
+            StoredChat.objects.bulk_create([StoredChat(**row) for row in rows], ignore_conflicts=True)
+        return len(rows)
+    except IntegrityError:  # an API key deleted meanwhile: the others are written one by one
+        written = 0
+        for row in rows:
+            try:
+                with transaction.atomic():
+                    StoredChat.objects.bulk_create([StoredChat(**row)], ignore_conflicts=True)
+                written += 1
+            except IntegrityError:
+                log.warning("conversation %s not kept: its API key is gone", row["response_id"])
+        return written
 
 
 async def find(kind: str, response_id: str, api_key_id: int | None) -> list[Any] | None:
