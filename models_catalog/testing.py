@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gguf import GGUFWriter
 
-from models_catalog.tiny_model import write_tiny_model
+from models_catalog.tiny_model import write_out, write_tiny_model
 
 TOOLS_TEMPLATE = (
     "{% if tools %}<tools>{{ tools | tojson }}</tools>{% endif %}"
@@ -76,12 +76,7 @@ def write_gguf_header(
         else:
             writer.add_float32(key, float(value))
     writer.add_tensor("token_embd.weight", np.zeros((8, 8), dtype=np.float32))
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
+    write_out(writer)
     return path
 
 

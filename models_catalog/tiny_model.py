@@ -187,12 +187,7 @@ def write_tiny_model(
         writer.add_pooling_type(POOLING_TYPES[pooling])
     default_template = TOOLS_TEMPLATE if tool_caller else CHATML_TEMPLATE
     _add_vocabulary(writer, shape.vocab, chat_template or default_template, tool_caller, fim)
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
+    write_out(writer)
     return writer.format_shard_names(path)
 
 
@@ -222,13 +217,18 @@ def write_tiny_lora(
                 f"{base}.lora_a", rng.standard_normal((rank, shape.embd), dtype=np.float32) * 0.5
             )
             writer.add_tensor(f"{base}.lora_b", rng.standard_normal((rows, rank), dtype=np.float32) * 0.5)
+    write_out(writer)
+    return path
+
+
+def write_out(writer: GGUFWriter) -> None:
+    """Write what was added to `writer` (header, metadata, tensors) and close its file(s)."""
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
     finally:
         writer.close()
-    return path
 
 
 def parameter_count(size: str = "tiny") -> int:

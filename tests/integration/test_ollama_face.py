@@ -31,6 +31,14 @@ EMBEDDINGS_ON = (
 FIXED = {"num_predict": 6, "ignore_eos": True, "temperature": 0}
 
 
+def prompt_tokens(stack, model: str, messages: list[dict]) -> int:
+    """The prompt's length in tokens, as an OpenAI chat on the Ollama port has it counted."""
+    body = {"model": model, "messages": messages, "max_tokens": 1}
+    response = httpx.post(stack.url("ollama") + "/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["usage"]["prompt_tokens"]
+
+
 def prepare_catalog(stack) -> None:
     stack.prepare_catalog()
     stack.manage("shell", "-c", EMBEDDINGS_ON)
@@ -278,23 +286,19 @@ def test_a_modelfiles_system_becomes_the_default_system_prompt_of_chats_without_
     shown = httpx.post(stack.url("ollama") + "/api/show", json={"model": "tiny-french"}, timeout=30).json()
     assert shown["system"] == system and f'SYSTEM """{system}"""' in shown["modelfile"]
 
-    def prompt_tokens(model: str, messages: list[dict]) -> int:
-        body = {"model": model, "messages": messages, "max_tokens": 1}
-        response = httpx.post(stack.url("ollama") + "/v1/chat/completions", json=body, timeout=30)
-        assert response.status_code == 200, response.text
-        return response.json()["usage"]["prompt_tokens"]
-
     user = [{"role": "user", "content": "hi"}]
-    with_default = prompt_tokens("tiny-french", user)
-    assert with_default == prompt_tokens("tiny-chat", [{"role": "system", "content": system}, *user])
-    assert with_default > prompt_tokens("tiny-chat", user)
+    with_default = prompt_tokens(stack, "tiny-french", user)
+    assert with_default == prompt_tokens(stack, "tiny-chat", [{"role": "system", "content": system}, *user])
+    assert with_default > prompt_tokens(stack, "tiny-chat", user)
     counted = httpx.post(
         stack.url("ollama") + "/v1/chat/completions/input_tokens",
         json={"model": "tiny-french", "messages": user},
     )
     assert counted.status_code == 200 and counted.json()["input_tokens"] == with_default
     own = [{"role": "system", "content": "Be terse."}, *user]
-    assert prompt_tokens("tiny-french", own) == prompt_tokens("tiny-chat", own)  # its own one wins
+    assert prompt_tokens(stack, "tiny-french", own) == prompt_tokens(
+        stack, "tiny-chat", own
+    )  # its own one wins
     answer = client.chat(model="tiny-french", messages=user, options=FIXED)
     assert answer.done and answer.eval_count == FIXED["num_predict"]
     assert client.delete("tiny-french").status == "success"
@@ -432,16 +436,10 @@ def test_a_modelfiles_messages_begin_every_chat_of_the_created_model(client: oll
     shown = httpx.post(stack.url("ollama") + "/api/show", json={"model": "tiny-pirate"}, timeout=30).json()
     assert shown["messages"] == presets and 'MESSAGE user """Who are you?"""' in shown["modelfile"]
 
-    def prompt_tokens(model: str, messages: list[dict]) -> int:
-        body = {"model": model, "messages": messages, "max_tokens": 1}
-        response = httpx.post(stack.url("ollama") + "/v1/chat/completions", json=body, timeout=30)
-        assert response.status_code == 200, response.text
-        return response.json()["usage"]["prompt_tokens"]
-
     user = [{"role": "user", "content": "hi"}]
-    assert prompt_tokens("tiny-pirate", user) == prompt_tokens("tiny-chat", [*presets, *user])
+    assert prompt_tokens(stack, "tiny-pirate", user) == prompt_tokens(stack, "tiny-chat", [*presets, *user])
     chat = client.chat(model="tiny-pirate", messages=user, options=FIXED)
-    assert chat.prompt_eval_count == prompt_tokens("tiny-chat", [*presets, *user])
+    assert chat.prompt_eval_count == prompt_tokens(stack, "tiny-chat", [*presets, *user])
     bad = httpx.post(
         stack.url("ollama") + "/api/create",
         json={"model": "tiny-bad", "from": "tiny-chat", "messages": [{"role": "tool", "content": "x"}]},
