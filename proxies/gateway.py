@@ -125,16 +125,26 @@ def apply_sampling_defaults(
             if value is None:
                 continue
         if name == "stop":  # a list: the request gets its own copy
-            payload["stop_sequences" if _is_messages(path) else "stop"] = list(value)
+            payload["stop_sequences" if conversation_shape(path) == "messages" else "stop"] = list(value)
         else:
             payload[fields[0]] = value
         changed = True
     return changed
 
 
-def _is_messages(path: str) -> bool:
-    """Anthropic's Messages API (or its token count), whose stop sequences are `stop_sequences`."""
-    return path.removesuffix("/count_tokens").endswith("/v1/messages")
+def conversation_shape(path: str) -> str | None:
+    """How the runner's endpoint `path` (or its token count, `.../input_tokens`,
+    `/v1/messages/count_tokens`) holds a conversation: "chat" (OpenAI's `messages`), "messages"
+    (Anthropic's, with `system` apart and `stop_sequences`), "responses" (the Responses API's
+    `input` and `instructions`); None for raw completions and infill, which have none."""
+    path = path.removesuffix("/input_tokens").removesuffix("/count_tokens")
+    if path.endswith("/chat/completions"):
+        return "chat"
+    if path.endswith("/v1/messages"):
+        return "messages"
+    if path.endswith("/v1/responses"):
+        return "responses"
+    return None
 
 
 SYSTEM_ROLES = ("system", "developer")
@@ -146,24 +156,24 @@ def apply_system_default(payload: dict[str, Any], system: str, path: str) -> boo
     of a chat, Anthropic's `system`, the Responses API's `instructions`; their token counts
     (`.../input_tokens`, `/v1/messages/count_tokens`) count it as well. Raw completions have no
     place for one. True when the payload changed."""
-    path = path.removesuffix("/input_tokens").removesuffix("/count_tokens")
+    shape = conversation_shape(path)
 
     def has_system(items: Any) -> bool:
         return not isinstance(items, list) or any(
             isinstance(item, dict) and item.get("role") in SYSTEM_ROLES for item in items
         )
 
-    if path.endswith("/chat/completions"):
+    if shape == "chat":
         if has_system(payload.get("messages")):
             return False
         payload["messages"].insert(0, {"role": "system", "content": system})
         return True
-    if path.endswith("/v1/messages"):
+    if shape == "messages":
         if payload.get("system"):
             return False
         payload["system"] = system
         return True
-    if path.endswith("/v1/responses"):
+    if shape == "responses":
         items = payload.get("input")
         if payload.get("instructions") or (isinstance(items, list) and has_system(items)):
             return False
@@ -177,21 +187,14 @@ def apply_preset_messages(payload: dict[str, Any], presets: list[dict[str, str]]
     after the request's own leading system messages, in the shape of the runner's endpoint `path`:
     chat messages, Anthropic's `messages` (its user and assistant turns: a system prompt is not a
     message there), the Responses API's `input`. True when the payload changed."""
-    path = path.removesuffix("/input_tokens").removesuffix("/count_tokens")
-    if path.endswith("/v1/messages"):
+    shape = conversation_shape(path)
+    if shape == "messages":
         presets = [m for m in presets if m["role"] != "system"]
-    if not presets:
+    if not presets or shape is None:  # (raw completions and infill: no conversation)
         return False
-    if path.endswith("/v1/messages"):
-        key = "messages"
-    elif path.endswith("/v1/responses"):
-        key = "input"
-        if isinstance(payload.get(key), str):
-            payload[key] = [{"role": "user", "content": payload[key]}]
-    elif path.endswith("/chat/completions"):
-        key = "messages"
-    else:
-        return False  # raw completions and infill: no conversation
+    key = "input" if shape == "responses" else "messages"
+    if shape == "responses" and isinstance(payload.get(key), str):
+        payload[key] = [{"role": "user", "content": payload[key]}]
     items = payload.get(key)
     if not isinstance(items, list):
         return False
