@@ -62,7 +62,8 @@ class StoredChat(models.Model):
     """A point in a stateful conversation: the messages up to and including the answer that got
     this `response_id`. A later request naming it as its `previous_response_id` goes on from
     there (any earlier point can be branched from). LM Studio's `/api/v1/chat` keeps OpenAI chat
-    messages; the OpenAI Responses API keeps its input and output items."""
+    messages (its system prompt first); the OpenAI Responses API keeps its input and output items.
+    See proxies/conversations.py."""
 
     class Kind(models.TextChoices):
         LMSTUDIO = "lmstudio", "LM Studio /api/v1/chat"
@@ -72,8 +73,7 @@ class StoredChat(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.LMSTUDIO)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     model = models.CharField(max_length=200)
-    system_prompt = models.TextField(blank=True, default="")
-    messages = models.JSONField(default=list, help_text="The conversation (the system prompt apart)")
+    messages = models.JSONField(default=list, help_text="The conversation")
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:

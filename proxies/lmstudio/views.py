@@ -20,6 +20,7 @@ from ninja import NinjaAPI
 from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import BaseModel, ConfigDict
 
+from proxies import conversations
 from proxies.catalog_view import ModelView, catalog_view
 from proxies.gateway import (
     FaceError,
@@ -358,10 +359,10 @@ async def chat(request: HttpRequest) -> HttpResponse:
             )
         ctx.stream = bool(parsed.stream)
         model = await resolve(parsed.model, key)
-        previous = await _stored_chat(parsed.previous_response_id, key)
-        system = parsed.system_prompt if parsed.system_prompt is not None else previous.system_prompt
+        stored_system, history = await _stored_chat(parsed.previous_response_id, key)
+        system = parsed.system_prompt if parsed.system_prompt is not None else stored_system
         try:
-            body = t.chat_body(parsed, previous.messages, system)
+            body = t.chat_body(parsed, history, system)
         except t.TranslationError as exc:
             raise FaceError(400, str(exc), param="input") from None
         body["model"] = model.name
@@ -391,8 +392,9 @@ async def chat(request: HttpRequest) -> HttpResponse:
     ctx.status = 200
     turn = _Turn(
         model.name,
-        system,
-        [*previous.messages, body["messages"][-1]],  # (the user's, last: defaults go before it)
+        # The system prompt leads what is kept; the user's message is the body's last (a model's
+        # defaults go before it, and are the model's to add again).
+        [*([{"role": "system", "content": system}] if system else []), *history, body["messages"][-1]],
         key.id if key is not None else None,
         parsed.store is not False,
     )
@@ -412,28 +414,21 @@ async def chat(request: HttpRequest) -> HttpResponse:
     return JsonResponse(result)
 
 
-class _Previous(NamedTuple):
-    system_prompt: str
-    messages: list[dict[str, Any]]
-
-
-async def _stored_chat(response_id: str | None, key: KeyInfo | None) -> _Previous:
-    """The conversation a `previous_response_id` names (one kept for another API key is not
-    there for this one)."""
+async def _stored_chat(response_id: str | None, key: KeyInfo | None) -> tuple[str, list[dict[str, Any]]]:
+    """The system prompt and the messages of the conversation a `previous_response_id` names."""
     if not response_id:
-        return _Previous("", [])
-    from proxies.models import StoredChat
-
-    stored = await StoredChat.objects.filter(pk=response_id, kind=StoredChat.Kind.LMSTUDIO).afirst()
-    if stored is None or (stored.api_key_id is not None and (key is None or key.id != stored.api_key_id)):
+        return "", []
+    messages = await conversations.find("lmstudio", response_id, key.id if key else None)
+    if messages is None:
         raise FaceError(404, f"no stored response '{response_id}'", "not_found", "previous_response_id")
-    return _Previous(stored.system_prompt, list(stored.messages))
+    if messages and messages[0].get("role") == "system":
+        return messages[0]["content"], messages[1:]
+    return "", messages
 
 
 class _Turn(NamedTuple):
     model: str
-    system_prompt: str
-    messages: list[dict[str, Any]]  # up to this turn's user message
+    messages: list[dict[str, Any]]  # up to this turn's user message, its system prompt first
     api_key_id: int | None
     store: bool
 
@@ -464,19 +459,7 @@ async def _chat_events(
         yield "error", {"type": "error", "error": {"type": "unknown", "message": ctx.error}}
     result = chat.result(ctx.meter)
     if turn.store and not ctx.error:
-        result["response_id"] = await _keep(turn, chat.message)
+        result["response_id"] = response_id = "resp_" + secrets.token_hex(24)
+        answer = {"role": "assistant", "content": chat.message}
+        conversations.keep("lmstudio", response_id, turn.model, [*turn.messages, answer], turn.api_key_id)
     yield "chat.end", {"type": "chat.end", "result": result}
-
-
-async def _keep(turn: _Turn, answer: str) -> str:
-    from proxies.models import StoredChat
-
-    response_id = "resp_" + secrets.token_hex(24)
-    await StoredChat.objects.acreate(
-        response_id=response_id,
-        model=turn.model,
-        system_prompt=turn.system_prompt,
-        messages=[*turn.messages, {"role": "assistant", "content": answer}],
-        api_key_id=turn.api_key_id,
-    )
-    return response_id

@@ -239,6 +239,17 @@ def test_v1_chat_answers_with_output_items_and_stats_and_keeps_the_conversation(
         "/api/v1/chat", json={**turn, "store": False, "system_prompt": "You answer in French, briefly."}
     ).json()
     assert with_system["stats"]["input_tokens"] > alone["stats"]["input_tokens"]
+    french = {
+        "model": "tiny-chat",
+        "input": "My favorite color is blue.",
+        "system_prompt": "You answer in French, briefly.",
+        **FIXED_CHAT,
+    }
+    kept = lms.post("/api/v1/chat", json=french).json()
+    after_system = lms.post("/api/v1/chat", json={**turn, "previous_response_id": kept["response_id"]}).json()
+    assert (
+        after_system["stats"]["input_tokens"] > going_on["stats"]["input_tokens"]
+    )  # its system prompt goes on too
 
     deadline = time.monotonic() + 10  # (usage is written in batches, off the request path)
     while len(rows := stack.usage_rows(face="lmstudio", endpoint="chat")) < 4 and time.monotonic() < deadline:
