@@ -12,7 +12,7 @@ import functools
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Literal
@@ -579,11 +579,9 @@ async def blob_exists(request: HttpRequest, digest: str) -> HttpResponse:
     ctx = new_context(request, "blobs")
     try:
         await authorize(request, ctx)
-        path = await sync_to_async(blobs.find_blob, thread_sensitive=False)(digest)
+        path = await _blob_call(blobs.find_blob, digest)
     except FaceError as exc:
         return face_error_response(exc)
-    except blobs.BlobError as exc:
-        return ollama_error(exc.status, exc.message)
     return HttpResponse(status=200 if path is not None else 404)
 
 
@@ -593,17 +591,17 @@ async def blob_upload(request: HttpRequest, digest: str) -> HttpResponse:
     ctx = new_context(request, "blobs")
     try:
         await authorize(request, ctx)
-        await sync_to_async(blobs.store_blob, thread_sensitive=False)(request, digest)
+        await _blob_call(blobs.store_blob, request, digest)
     except FaceError as exc:
         return face_error_response(exc)
-    except blobs.BlobError as exc:
-        return ollama_error(exc.status, exc.message)
     return HttpResponse(status=201)
 
 
-async def _adapter_file(digest: str) -> Path:
+async def _blob_call(function: Callable[..., Any], *args: Any) -> Any:
+    """A models_catalog.blobs function (file and database work: in a thread); its BlobError
+    becomes the Ollama error it describes."""
     try:
-        return await sync_to_async(blobs.adapter_file, thread_sensitive=False)(digest)
+        return await sync_to_async(function, thread_sensitive=False)(*args)
     except blobs.BlobError as exc:
         raise FaceError(exc.status, exc.message) from None
 
@@ -628,12 +626,9 @@ async def create(request: HttpRequest) -> HttpResponse:
             adapter_digests = t.create_adapters(parsed)
         except t.TranslationError as exc:
             raise FaceError(400, str(exc)) from None
-        adapters = [str(await _adapter_file(digest)) for digest in adapter_digests]
+        adapters = [str(await _blob_call(blobs.adapter_file, digest)) for digest in adapter_digests]
         if parsed.files:
-            try:
-                file_name, blob = await sync_to_async(blobs.gguf_file, thread_sensitive=False)(parsed.files)
-            except blobs.BlobError as exc:
-                raise FaceError(exc.status, exc.message) from None
+            file_name, blob = await _blob_call(blobs.gguf_file, parsed.files)
             uploaded = blob.parent == blobs.blob_dir()
             source = f"the uploaded {file_name}" if uploaded else f"{blob}, already here"
             digest = "sha256:" + blob.name.removeprefix("sha256-") if uploaded else ""
