@@ -115,19 +115,12 @@ class CreateRequest(BaseModel):
         return (self.model or self.name or "").strip()
 
 
-# What `ollama create` may send that a variant of a catalog entry cannot keep.
-CREATE_UNSUPPORTED = {
-    "quantize": "llamaproxy does not quantize models",
-}
-
-
 def create_settings(parsed: CreateRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     """The runner parameters and sampling defaults `parameters` asks for (Ollama's option names,
     as in a Modelfile's PARAMETER lines); TranslationError names what cannot be kept."""
     extra = parsed.model_extra or {}
-    for name, reason in CREATE_UNSUPPORTED.items():
-        if extra.get(name) not in (None, "", [], {}):
-            raise TranslationError(f"{name}: {reason}")
+    if extra.get("quantize") not in (None, ""):  # (the one Modelfile field no model can keep)
+        raise TranslationError("quantize: llamaproxy does not quantize models")
     parameters = parsed.parameters or {}
     options = split_options(parameters)
     dropped = sorted(
@@ -895,8 +888,12 @@ def model_info(model: Any) -> dict[str, Any]:
     return dict(sorted(info.items()))
 
 
-# Sampling defaults whose Ollama option has another name.
-OLLAMA_NAMES = {"max_tokens": "num_predict", "n_keep": "num_keep"}
+# Sampling defaults whose Ollama option has another name (num_predict → max_tokens, num_keep → n_keep).
+OLLAMA_NAMES = {
+    _stored_as(option): option
+    for option in (*SAMPLING_OPTIONS, "num_predict")
+    if _stored_as(option) != option
+}
 
 
 def parameters_text(model: Any) -> str:
