@@ -48,6 +48,11 @@ def _hex(digest: str) -> str:
     return match[1]
 
 
+def is_blob(path: Path) -> bool:
+    """Whether `path` is one of the blobs kept here (not a file of the model folders)."""
+    return path.parent == blob_dir() and DIGEST_RE.match(path.name) is not None
+
+
 def find_blob(digest: str) -> Path | None:
     """The file whose sha256 is `digest`: an uploaded blob, or a model file the catalog already
     has (its digest computed and kept, the file unchanged since), so that `ollama create` from
@@ -112,7 +117,7 @@ def prune_blob(path: str) -> bool:
     from models_catalog.models import CatalogModel
 
     blob = Path(path)
-    if blob.parent != blob_dir() or not DIGEST_RE.match(blob.name):
+    if not is_blob(blob):
         return False
     if CatalogModel.objects.filter(path=path).exists():
         return False
@@ -144,9 +149,7 @@ def prune_adapters(files: list[str]) -> list[str]:
     from models_catalog.models import RunnerSettings
     from models_catalog.parameters import lora_files
 
-    candidates = {
-        file for file in files if Path(file).parent == blob_dir() and DIGEST_RE.match(Path(file).name)
-    }
+    candidates = {file for file in files if is_blob(Path(file))}
     if not candidates:
         return []
     for extra_args in RunnerSettings.objects.values_list("extra_args", flat=True):

@@ -629,7 +629,7 @@ async def create(request: HttpRequest) -> HttpResponse:
         adapters = [str(await _blob_call(blobs.adapter_file, digest)) for digest in adapter_digests]
         if parsed.files:
             file_name, blob = await _blob_call(blobs.gguf_file, parsed.files)
-            uploaded = blob.parent == blobs.blob_dir()
+            uploaded = blobs.is_blob(blob)
             source = f"the uploaded {file_name}" if uploaded else f"{blob}, already here"
             digest = "sha256:" + blob.name.removeprefix("sha256-") if uploaded else ""
             created = await catalog_service(
