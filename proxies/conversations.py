@@ -1,10 +1,11 @@
-"""Conversations kept for `previous_response_id`: the OpenAI Responses API's, whose answers are
-kept as they are relayed (llama-server keeps none).
+"""Conversations kept for `previous_response_id` (llama-server keeps none): the OpenAI Responses
+API's and LM Studio's `/api/v1/chat`'s, each under its own `kind`.
 
-A kept conversation is the request's input items followed by the answer's output items, under
-the answer's `id`; a request naming it as `previous_response_id` gets them before its own input
-(llama-server takes output items back as input). It is written off the request path and found
-at once even before that write (a client may go on the moment its answer arrives).
+A kept Responses conversation is the request's input items followed by the answer's output items,
+under the answer's `id`; a request naming it as `previous_response_id` gets them before its own
+input (llama-server takes output items back as input). LM Studio's is its chat messages, its
+system prompt first. Either is written off the request path and found at once even before that
+write (a client may go on the moment its answer arrives).
 """
 
 from __future__ import annotations
