@@ -1,7 +1,8 @@
 """The faces' read-only view of the catalog: names, aliases and what lists need, kept in memory.
 
-Refreshed at most every few seconds (and at once after a `catalog.changed` in this process),
-so resolving a request's `model` costs no query.
+Refreshed at most every few seconds, and on the next request after this process changed the
+catalog (its `catalog.changed`, heard locally) or after a name it does not know, so resolving a
+request's `model` costs no query yet never answers from before a write whose response went out.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
+from llamaproxy.events import listen_locally
 from models_catalog.lookup import resolve_name
 
 REFRESH_SECONDS = 3.0
@@ -53,9 +55,12 @@ class CatalogView:
         self.models: dict[str, ModelView] = {}
         self.aliases: dict[str, str] = {}
         self._loaded_at = -1e9
+        self._version = 0  # catalog writes heard of in this process
+        self._applied_version = -1  # of the snapshot in use
 
     def invalidate(self) -> None:
-        self._loaded_at = -1e9
+        """Thread-safe: the next resolve or list reads the catalog again."""
+        self._version += 1
 
     def _load(self) -> tuple[dict[str, ModelView], dict[str, str]]:
         from models_catalog.models import CatalogModel, ModelAlias
@@ -99,10 +104,18 @@ class CatalogView:
             )
         return models, dict(alias_rows)
 
+    def _stale(self) -> bool:
+        return self._version != self._applied_version or time.monotonic() - self._loaded_at > REFRESH_SECONDS
+
     async def refresh(self, force: bool = False) -> None:
-        if force or time.monotonic() - self._loaded_at > REFRESH_SECONDS:
-            self.models, self.aliases = await sync_to_async(self._load, thread_sensitive=False)()
-            self._loaded_at = time.monotonic()
+        if not (force or self._stale()):
+            return
+        version, started = self._version, time.monotonic()
+        models, aliases = await sync_to_async(self._load, thread_sensitive=False)()
+        if version < self._applied_version:
+            return  # a read begun after a later write landed first: this one is older
+        self.models, self.aliases = models, aliases
+        self._applied_version, self._loaded_at = version, started
 
     async def resolve(self, requested: str) -> ModelView | None:
         await self.refresh()
@@ -119,6 +132,14 @@ class CatalogView:
 
 
 catalog_view = CatalogView()
+
+
+def _heard(event: dict) -> None:
+    if event.get("type") == "catalog.changed":
+        catalog_view.invalidate()
+
+
+listen_locally(_heard)
 
 
 def default_model_name() -> str | None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from llamaproxy.events import listen_locally
 from llamaproxy.runtime import Limits as RuntimeLimits
 from runners import eviction
 from runners.errors import (
@@ -213,6 +214,13 @@ class Scheduler:
         self._swapping: set[str] = set()  # victims the node agent stops as part of a start
         self._usage_dirty: dict[int, float] = {}
         self._catalog_read_at = 0.0
+        self._catalog_version = 0  # catalog writes this process made (heard locally)
+        self._catalog_applied = 0  # of those, the ones self.catalog was read after
+
+    def catalog_written(self) -> None:
+        """Thread-safe: this process changed the catalog; the next request reads it again
+        (its catalog.changed comes back over the channel layer only a moment later)."""
+        self._catalog_version += 1
 
     def apply_limits(self, limits: RuntimeLimits) -> bool:
         """Put runtime limits in force; True when something the scheduler uses changed."""
@@ -461,13 +469,19 @@ class Scheduler:
             self._finish_stop(actor)
 
     async def refresh_catalog(self) -> None:
-        self.catalog = await self.effects.load_catalog()
+        version = self._catalog_version
+        catalog = await self.effects.load_catalog()
+        if version < self._catalog_applied:
+            return  # a read begun after a later write landed first: this one is older
+        self.catalog, self._catalog_applied = catalog, version
         self._catalog_read_at = self._clock()
         self._admit()
 
     # --- internals: resolving and waiting -------------------------------------------------
 
     async def _resolve(self, requested: str, *, allow_disabled: bool = False) -> CatalogEntry:
+        if self._catalog_version != self._catalog_applied:
+            await self.refresh_catalog()
         entry = self.catalog.resolve(requested)
         if entry is None and self._clock() - self._catalog_read_at > CATALOG_MISS_REFRESH_S:
             await self.refresh_catalog()  # added since the last catalog.changed we heard of
@@ -906,6 +920,15 @@ def _iso(timestamp: float | None) -> str | None:
 # --- the process-wide scheduler the faces call ---------------------------------------------------
 
 _scheduler: Scheduler | None = None
+
+
+def _heard(event: dict[str, Any]) -> None:
+    scheduler = _scheduler
+    if event.get("type") == "catalog.changed" and scheduler is not None:
+        scheduler.catalog_written()
+
+
+listen_locally(_heard)
 
 
 def get_scheduler() -> Scheduler:

@@ -508,8 +508,6 @@ async def catalog_service(function_name: str, *args: Any) -> Any:
         return await sync_to_async(getattr(services, function_name), thread_sensitive=False)(*args)
     except CatalogError as exc:
         raise FaceError(400 if exc.status == 409 else exc.status, exc.message) from None
-    finally:
-        catalog_view.invalidate()
 
 
 @api.post("/api/copy", include_in_schema=False)

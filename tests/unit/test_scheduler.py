@@ -455,6 +455,46 @@ async def test_a_catalog_change_event_reloads_the_catalog(timers) -> None:
     assert "b" in scheduler.catalog.entries
 
 
+async def test_a_catalog_write_in_this_process_is_read_by_the_next_request_before_its_event_arrives(
+    timers,
+) -> None:
+    # `ollama create` then a request for the new model at once: the catalog.changed event comes
+    # back over the channel layer later, and an unknown name was just looked up (no miss re-read).
+    scheduler, effects = make([entry("a")], timers)
+    await scheduler.ensure_started()
+    with pytest.raises(ModelNotFound):
+        await scheduler.acquire("b")
+    effects.catalog = Catalog(entries={"a": entry("a"), "b": entry("b")})
+    scheduler.catalog_written()  # what a catalog.changed published in this process does
+    lease = await scheduler.acquire("b")
+    assert lease.model == "b"
+    lease.release()
+
+
+async def test_a_catalog_read_that_began_before_a_write_never_replaces_one_that_began_after(
+    timers,
+) -> None:
+    scheduler, effects = make([entry("a")], timers)
+    await scheduler.ensure_started()
+    gate = asyncio.Event()
+    before = Catalog(entries={"a": entry("a")})
+
+    async def slow_read() -> Catalog:
+        await gate.wait()
+        return before
+
+    effects.load_catalog = slow_read  # type: ignore[method-assign]
+    old_read = asyncio.ensure_future(scheduler.refresh_catalog())
+    await settle()
+    effects.catalog = Catalog(entries={"a": entry("a"), "b": entry("b")})
+    effects.load_catalog = FakeEffects.load_catalog.__get__(effects)  # type: ignore[method-assign]
+    scheduler.catalog_written()
+    await scheduler.refresh_catalog()
+    gate.set()
+    await old_read
+    assert "b" in scheduler.catalog.entries
+
+
 def limits(**changes: Any) -> Limits:
     values = {
         "max_loaded_models": 1,
