@@ -7,12 +7,12 @@ request's `model` costs no query yet never answers from before a write whose res
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
 from llamaproxy.events import listen_locally
+from llamaproxy.freshness import Freshness
 from models_catalog.lookup import resolve_name
 
 REFRESH_SECONDS = 3.0
@@ -54,13 +54,11 @@ class CatalogView:
     def __init__(self) -> None:
         self.models: dict[str, ModelView] = {}
         self.aliases: dict[str, str] = {}
-        self._loaded_at = -1e9
-        self._version = 0  # catalog writes heard of in this process
-        self._applied_version = -1  # of the snapshot in use
+        self.freshness = Freshness(REFRESH_SECONDS)
 
     def invalidate(self) -> None:
         """Thread-safe: the next resolve or list reads the catalog again."""
-        self._version += 1
+        self.freshness.changed()
 
     def _load(self) -> tuple[dict[str, ModelView], dict[str, str]]:
         from models_catalog.models import CatalogModel, ModelAlias
@@ -104,18 +102,13 @@ class CatalogView:
             )
         return models, dict(alias_rows)
 
-    def _stale(self) -> bool:
-        return self._version != self._applied_version or time.monotonic() - self._loaded_at > REFRESH_SECONDS
-
     async def refresh(self, force: bool = False) -> None:
-        if not (force or self._stale()):
+        if not (force or self.freshness.stale()):
             return
-        version, started = self._version, time.monotonic()
+        begun = self.freshness.begin()
         models, aliases = await sync_to_async(self._load, thread_sensitive=False)()
-        if version < self._applied_version:
-            return  # a read begun after a later write landed first: this one is older
-        self.models, self.aliases = models, aliases
-        self._applied_version, self._loaded_at = version, started
+        if self.freshness.accept(begun):  # (not when a read begun later landed first)
+            self.models, self.aliases = models, aliases
 
     async def resolve(self, requested: str) -> ModelView | None:
         await self.refresh()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from llamaproxy.freshness import Freshness
 from proxies.models import ApiKey
 
 KEY_PREFIX = "lp-"
@@ -80,10 +80,11 @@ def key_from_headers(headers: dict[str, str] | object) -> str | None:
 class KeyCache:
     def __init__(self) -> None:
         self._keys: dict[str, KeyInfo] = {}
-        self._loaded_at = -1e9
+        self.freshness = Freshness(REFRESH_SECONDS)
 
     def invalidate(self) -> None:
-        self._loaded_at = -1e9
+        """Thread-safe: a key was made or revoked; the next lookup reads them again."""
+        self.freshness.changed()
 
     def _load(self) -> dict[str, KeyInfo]:
         rows = ApiKey.objects.filter(revoked_at__isnull=True).values_list(
@@ -92,14 +93,19 @@ class KeyCache:
         return {h: KeyInfo(i, n, tuple(a or ()), adm) for i, n, h, a, adm in rows}
 
     def lookup_sync(self, token: str) -> KeyInfo | None:
-        if time.monotonic() - self._loaded_at > REFRESH_SECONDS:
-            self._keys, self._loaded_at = self._load(), time.monotonic()
+        if self.freshness.stale():
+            begun = self.freshness.begin()
+            keys = self._load()
+            if self.freshness.accept(begun):
+                self._keys = keys
         return self._keys.get(hash_key(token))
 
     async def lookup(self, token: str) -> KeyInfo | None:
-        if time.monotonic() - self._loaded_at > REFRESH_SECONDS:
-            self._keys = await sync_to_async(self._load, thread_sensitive=False)()
-            self._loaded_at = time.monotonic()
+        if self.freshness.stale():
+            begun = self.freshness.begin()
+            keys = await sync_to_async(self._load, thread_sensitive=False)()
+            if self.freshness.accept(begun):  # (not when a read begun later landed first)
+                self._keys = keys
         return self._keys.get(hash_key(token))
 
 

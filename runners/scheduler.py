@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from llamaproxy.events import listen_locally
+from llamaproxy.freshness import Freshness
 from llamaproxy.runtime import Limits as RuntimeLimits
 from runners import eviction
 from runners.errors import (
@@ -213,14 +214,9 @@ class Scheduler:
         self._admit_again = False
         self._swapping: set[str] = set()  # victims the node agent stops as part of a start
         self._usage_dirty: dict[int, float] = {}
-        self._catalog_read_at = 0.0
-        self._catalog_version = 0  # catalog writes this process made (heard locally)
-        self._catalog_applied = 0  # of those, the ones self.catalog was read after
-
-    def catalog_written(self) -> None:
-        """Thread-safe: this process changed the catalog; the next request reads it again
-        (its catalog.changed comes back over the channel layer only a moment later)."""
-        self._catalog_version += 1
+        # Read again on catalog.changed, and on the next request after this process changed the
+        # catalog (its event comes back over the channel layer only a moment later).
+        self.catalog_freshness = Freshness()
 
     def apply_limits(self, limits: RuntimeLimits) -> bool:
         """Put runtime limits in force; True when something the scheduler uses changed."""
@@ -269,11 +265,12 @@ class Scheduler:
             limits = await self.effects.limits()
             if limits is not None:
                 self.apply_limits(limits)
+            begun = self.catalog_freshness.begin()
             self.catalog = await self.effects.load_catalog()
+            self.catalog_freshness.accept(begun)
         except Exception:
             self._init = None  # the next request tries again
             raise
-        self._catalog_read_at = self._clock()
         self._spawn(self.effects.listen(self.on_event))
         await self._reconcile()
         self._initialized = True
@@ -469,21 +466,19 @@ class Scheduler:
             self._finish_stop(actor)
 
     async def refresh_catalog(self) -> None:
-        version = self._catalog_version
+        begun = self.catalog_freshness.begin()
         catalog = await self.effects.load_catalog()
-        if version < self._catalog_applied:
-            return  # a read begun after a later write landed first: this one is older
-        self.catalog, self._catalog_applied = catalog, version
-        self._catalog_read_at = self._clock()
-        self._admit()
+        if self.catalog_freshness.accept(begun):  # (not when a read begun later landed first)
+            self.catalog = catalog
+            self._admit()
 
     # --- internals: resolving and waiting -------------------------------------------------
 
     async def _resolve(self, requested: str, *, allow_disabled: bool = False) -> CatalogEntry:
-        if self._catalog_version != self._catalog_applied:
+        if self.catalog_freshness.stale():
             await self.refresh_catalog()
         entry = self.catalog.resolve(requested)
-        if entry is None and self._clock() - self._catalog_read_at > CATALOG_MISS_REFRESH_S:
+        if entry is None and self.catalog_freshness.age() > CATALOG_MISS_REFRESH_S:
             await self.refresh_catalog()  # added since the last catalog.changed we heard of
             entry = self.catalog.resolve(requested)
         if entry is None:
@@ -925,7 +920,7 @@ _scheduler: Scheduler | None = None
 def _heard(event: dict[str, Any]) -> None:
     scheduler = _scheduler
     if event.get("type") == "catalog.changed" and scheduler is not None:
-        scheduler.catalog_written()
+        scheduler.catalog_freshness.changed()
 
 
 listen_locally(_heard)

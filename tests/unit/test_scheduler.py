@@ -465,7 +465,7 @@ async def test_a_catalog_write_in_this_process_is_read_by_the_next_request_befor
     with pytest.raises(ModelNotFound):
         await scheduler.acquire("b")
     effects.catalog = Catalog(entries={"a": entry("a"), "b": entry("b")})
-    scheduler.catalog_written()  # what a catalog.changed published in this process does
+    scheduler.catalog_freshness.changed()  # what a catalog.changed published in this process does
     lease = await scheduler.acquire("b")
     assert lease.model == "b"
     lease.release()
@@ -488,7 +488,7 @@ async def test_a_catalog_read_that_began_before_a_write_never_replaces_one_that_
     await settle()
     effects.catalog = Catalog(entries={"a": entry("a"), "b": entry("b")})
     effects.load_catalog = FakeEffects.load_catalog.__get__(effects)  # type: ignore[method-assign]
-    scheduler.catalog_written()
+    scheduler.catalog_freshness.changed()
     await scheduler.refresh_catalog()
     gate.set()
     await old_read

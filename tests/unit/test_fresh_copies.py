@@ -1,6 +1,7 @@
-"""The gateway's in-memory catalog view: a write this process makes is seen by the very next
-request (the `catalog.changed` it publishes is heard locally, before its response goes out),
-and a read that began before a write never replaces one that began after it."""
+"""The gateway's in-memory copies (the catalog view, API keys): a write this process makes is
+seen by the very next request (for the catalog, the `catalog.changed` it publishes is heard
+locally, before its response goes out), and a read that began before a write never replaces one
+that began after it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from asgiref.sync import async_to_sync
 from models_catalog import services
 from models_catalog.models import CatalogModel, RunnerSettings
 from proxies.catalog_view import CatalogView, catalog_view
+from proxies.keys import create_key, key_cache, revoke_key
 
 pytestmark = pytest.mark.django_db(transaction=True)  # (read back through other threads)
 
@@ -56,3 +58,11 @@ def test_a_read_begun_before_a_write_does_not_replace_a_later_one(monkeypatch: p
     refresh_view = async_to_sync(view.refresh)
     refresh_view()
     assert set(view.models) == {"new"}
+
+
+def test_a_key_made_or_revoked_here_counts_at_once() -> None:
+    lookup = async_to_sync(key_cache.lookup)
+    key, plaintext = create_key("k")
+    assert lookup(plaintext) is not None
+    revoke_key(key)
+    assert lookup(plaintext) is None  # within REFRESH_SECONDS of the last read
