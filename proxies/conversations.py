@@ -3,9 +3,10 @@ API's and LM Studio's `/api/v1/chat`'s, each under its own `kind`.
 
 A kept Responses conversation is the request's input items followed by the answer's output items,
 under the answer's `id`; a request naming it as `previous_response_id` gets them before its own
-input (llama-server takes output items back as input). LM Studio's is its chat messages, its
-system prompt first. Either is written off the request path and found at once even before that
-write (a client may go on the moment its answer arrives).
+input (llama-server takes output items back as input). The response object is kept with it, for
+`GET /v1/responses/{id}` and its `input_items`. LM Studio's is its chat messages, its system
+prompt first. Either is written off the request path and found at once even before that write (a
+client may go on the moment its answer arrives).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ _lock = threading.Lock()
 _writing: set[asyncio.Task[int]] = set()
 
 
-def keep(kind: str, response_id: str, model: str, messages: list[Any], api_key_id: int | None) -> None:
+def keep(
+    kind: str,
+    response_id: str,
+    model: str,
+    messages: list[Any],
+    api_key_id: int | None,
+    response: dict[str, Any] | None = None,
+) -> None:
     """Keep a conversation under `response_id`; from any thread, the write comes soon after."""
     row = {
         "kind": kind,
@@ -33,6 +41,7 @@ def keep(kind: str, response_id: str, model: str, messages: list[Any], api_key_i
         "model": model,
         "messages": messages,
         "api_key_id": api_key_id,
+        "response": response,
     }
     with _lock:
         _pending[(kind, response_id)] = row
@@ -85,8 +94,9 @@ def _write(rows: list[dict[str, Any]]) -> int:
         return written
 
 
-async def find(kind: str, response_id: str, api_key_id: int | None) -> list[Any] | None:
-    """The conversation kept under `response_id`, or None (also for one kept for another key)."""
+async def _kept(kind: str, response_id: str, api_key_id: int | None) -> dict[str, Any] | None:
+    """What is kept under `response_id` (messages, response), or None (also when kept for
+    another key)."""
     from proxies.models import StoredChat
 
     with _lock:
@@ -95,10 +105,28 @@ async def find(kind: str, response_id: str, api_key_id: int | None) -> list[Any]
         stored = await StoredChat.objects.filter(pk=response_id, kind=kind).afirst()
         if stored is None:
             return None
-        row = {"messages": stored.messages, "api_key_id": stored.api_key_id}
+        row = {"messages": stored.messages, "response": stored.response, "api_key_id": stored.api_key_id}
     if row["api_key_id"] is not None and row["api_key_id"] != api_key_id:
         return None
-    return list(row["messages"])
+    return row
+
+
+async def find(kind: str, response_id: str, api_key_id: int | None) -> list[Any] | None:
+    """The conversation kept under `response_id`, or None (also for one kept for another key)."""
+    row = await _kept(kind, response_id, api_key_id)
+    return None if row is None else list(row["messages"])
+
+
+async def forget(kind: str, response_id: str, api_key_id: int | None) -> bool:
+    """Delete what is kept under `response_id`; False when nothing is (for this key)."""
+    from proxies.models import StoredChat
+
+    if await _kept(kind, response_id, api_key_id) is None:
+        return False
+    with _lock:
+        _pending.pop((kind, response_id), None)
+    await StoredChat.objects.filter(pk=response_id, kind=kind).adelete()
+    return True
 
 
 # --- the Responses API ---------------------------------------------------------------------------
@@ -132,4 +160,50 @@ async def prepare_responses(payload: dict[str, Any], model: str, api_key_id: int
 def _keep_response(items: list[Any], model: str, api_key_id: int | None, response: dict[str, Any]) -> None:
     response_id, output = response.get("id"), response.get("output")
     if isinstance(response_id, str) and isinstance(output, list) and response.get("status") != "failed":
-        keep("responses", response_id, model, [*items, *output], api_key_id)
+        keep("responses", response_id, model, [*items, *output], api_key_id, response)
+
+
+async def stored_response(response_id: str, api_key_id: int | None) -> dict[str, Any] | None:
+    """The response object kept under `response_id` (`GET /v1/responses/{id}`), or None."""
+    row = await _kept("responses", response_id, api_key_id)
+    return None if row is None or not isinstance(row["response"], dict) else row["response"]
+
+
+async def response_input_items(response_id: str, api_key_id: int | None) -> list[dict[str, Any]] | None:
+    """The items the model read to give the response kept under `response_id` (what came before
+    its output: an earlier conversation's too), oldest first, each an item of the Responses API's
+    shape with an `id`; None when no response is kept under it."""
+    row = await _kept("responses", response_id, api_key_id)
+    if row is None or not isinstance(row["response"], dict):
+        return None
+    output = row["response"].get("output")
+    messages = list(row["messages"])
+    read = messages[: len(messages) - len(output)] if isinstance(output, list) else messages
+    return [_as_item(item, f"{response_id}_{index}") for index, item in enumerate(read)]
+
+
+def _as_item(item: Any, item_id: str) -> dict[str, Any]:
+    """An input item as the Responses API lists it: a message has `type`, a list of content
+    parts (a text is an input or output text part) and a status; every item an `id`."""
+    if not isinstance(item, dict):
+        return {
+            "id": "item_" + item_id,
+            "type": "message",
+            "role": "user",
+            "content": [],
+            "status": "completed",
+        }
+    item = dict(item)
+    if "role" in item and item.get("type", "message") == "message":
+        item["type"] = "message"
+        content = item.get("content")
+        if isinstance(content, str):
+            part = "output_text" if item["role"] == "assistant" else "input_text"
+            text_part: dict[str, Any] = {"type": part, "text": content}
+            if part == "output_text":
+                text_part["annotations"] = []
+            item["content"] = [text_part]
+        item.setdefault("status", "completed")
+        item.setdefault("id", "msg_" + item_id)
+    item.setdefault("id", "item_" + item_id)
+    return item

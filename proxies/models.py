@@ -74,6 +74,9 @@ class StoredChat(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     model = models.CharField(max_length=200)
     messages = models.JSONField(default=list, help_text="The conversation")
+    response = models.JSONField(
+        null=True, blank=True, help_text="The Responses API's response object (GET /v1/responses/{id})"
+    )
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:

@@ -606,3 +606,42 @@ def test_the_responses_api_goes_on_from_a_previous_response_streamed_or_not(clie
         timeout=30,
     )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "previous_response_id"
+
+
+def test_a_stored_response_is_read_back_listed_by_its_input_and_deleted(client, stack) -> None:
+    """GET /v1/responses/{id}, its input_items and DELETE, through the SDK (llama-server has none)."""
+    first = client.responses.create(model="tiny-chat", input="My name is Bob.", max_output_tokens=5)
+    second = client.responses.create(
+        model="tiny-chat", input="What is my name?", max_output_tokens=5, previous_response_id=first.id
+    )
+    again = client.responses.retrieve(second.id)
+    assert (again.id, again.output_text, again.usage) == (second.id, second.output_text, second.usage)
+
+    # What the model read: the first turn, its answer, the question; a page of one at a time.
+    read = list(client.responses.input_items.list(second.id, order="asc", limit=1))
+    assert [item.role for item in read] == ["user", "assistant", "user"]
+    assert read[0].content[0].text == "My name is Bob." and read[2].content[0].text == "What is my name?"
+    assert read[1].id == first.output[0].id and read[1].content[0].text == first.output_text
+    assert len({item.id for item in read}) == 3
+    newest = client.responses.input_items.list(second.id, limit=2)  # newest first
+    assert [item.id for item in newest.data] == [read[2].id, read[1].id] and newest.has_more
+
+    # A streamed response is kept as its response.completed event gave it.
+    with client.responses.create(model="tiny-chat", input="Hi", max_output_tokens=4, stream=True) as events:
+        [completed] = [event.response for event in events if event.type == "response.completed"]
+    assert client.responses.retrieve(completed.id).output_text == completed.output_text
+
+    client.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(second.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(second.id)
+    assert client.responses.retrieve(first.id).id == first.id  # the earlier point stays
+    alone = client.responses.create(model="tiny-chat", input="Hi", max_output_tokens=3, store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list(alone.id)
+    base = stack.url("api") + "/v1/responses/" + first.id
+    for query in ({"limit": "0"}, {"order": "up"}, {"after": "item_nope"}):
+        bad = httpx.get(base + "/input_items", params=query, timeout=30)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == next(iter(query))
+    assert httpx.get(base, params={"stream": "true"}, timeout=30).status_code == 400

@@ -62,3 +62,35 @@ def test_a_conversation_that_can_never_be_written_is_dropped_not_retried_forever
     conversations.keep("responses", "resp_orphan", "m", [], 999_999)  # no such key (revoked and gone)
     assert not StoredChat.objects.filter(pk="resp_orphan").exists()
     assert conversations.store() == 0 and find("responses", "resp_orphan", 999_999) is None
+
+
+retrieve = async_to_sync(conversations.stored_response)
+input_items = async_to_sync(conversations.response_input_items)
+forget = async_to_sync(conversations.forget)
+
+
+def test_a_kept_response_is_read_back_with_its_input_items_then_forgotten_for_its_key_only() -> None:
+    key = ApiKey.objects.create(name="k", prefix="sk-k", key_hash="1" * 64)
+    answer = {
+        "id": "msg_9",
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": "b"}],
+    }
+    keep = prepare({"input": "a", "instructions": "x"}, "m", key.pk)
+    keep({"id": "resp_r", "object": "response", "status": "completed", "output": [answer]})
+    assert retrieve("resp_r", key.pk)["output"] == [answer]
+    assert retrieve("resp_r", None) is None and input_items("resp_r", key.pk + 1) is None
+    assert input_items("resp_r", key.pk) == [
+        {
+            "id": "msg_resp_r_0",
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "a"}],
+            "status": "completed",
+        }
+    ]
+    assert not forget("responses", "resp_r", None)  # another key's
+    assert forget("responses", "resp_r", key.pk)
+    assert retrieve("resp_r", key.pk) is None and not StoredChat.objects.filter(pk="resp_r").exists()
+    assert not forget("responses", "resp_r", key.pk)
