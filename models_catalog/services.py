@@ -116,14 +116,17 @@ def create_from_file(
     sampling: dict[str, Any],
     digest: str = "",
     adapters: Iterable[str] = (),
+    settings_from: str | None = None,
 ) -> tuple[CatalogModel, CatalogModel | None]:
     """An entry called `name` for the GGUF file at `path`, an uploaded blob outside the model
-    folders (Ollama's `/api/create` from files), with default runner settings and
+    folders (Ollama's `/api/create` from files, or a quantized file), with default runner
+    settings (or those of the model `settings_from`, the one it was quantized from) and
     `parameters`/`sampling` over them; `digest`, when the caller knows the file's sha256,
     spares hashing it again."""
     from models_catalog.discovery import read_entry_file
 
     name = _creatable_name(name)
+    source_settings = settings_of(get_model(settings_from)) if settings_from else None
     owners = CatalogModel.objects.filter(path=path, base__isnull=True)
     entry = CatalogModel(name=name, path=path, source=CatalogModel.Source.MANUAL)
     other = owners.exclude(name=name).first()
@@ -137,7 +140,9 @@ def create_from_file(
             )
         if digest:
             entry.digest, entry.digest_mtime = digest, os.stat(path).st_mtime
-    settings = _new_settings(None, _file_template_unset(parameters, entry.chat_template), sampling, adapters)
+    settings = _new_settings(
+        source_settings, _file_template_unset(parameters, entry.chat_template), sampling, adapters
+    )
 
     def make() -> CatalogModel:
         # Asked once the model this replaces is gone (its variants may have the file now):
@@ -155,6 +160,12 @@ def _file_template_unset(parameters: dict[str, Any], file_template: str) -> dict
     if isinstance(template, str) and file_template and template.strip() == file_template.strip():
         return {**parameters, "chat_template": None}
     return parameters
+
+
+def check_creatable_name(name: str) -> str:
+    """`name` when a created model may take it (before work that makes its file); CatalogError
+    otherwise."""
+    return _creatable_name(name)
 
 
 def _creatable_name(name: str, base: CatalogModel | None = None) -> str:

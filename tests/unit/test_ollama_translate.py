@@ -556,7 +556,6 @@ def test_show_gives_the_template_the_runner_uses() -> None:
         ({"system": ["Be brief."]}, "system"),
         ({"template": "{{ .Prompt }}"}, "template"),
         ({"files": {"m.gguf": 5}}, "files"),
-        ({"quantize": "q4_K_M"}, "quantize"),
         ({"parameters": {"use_mmap": True}}, "use_mmap"),
         ({"parameters": {"num_ctx": "big"}}, "num_ctx"),
         ({"parameters": {"ignore_eos": True}}, "ignore_eos"),  # a request's choice, not a model's

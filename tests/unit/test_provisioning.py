@@ -31,6 +31,7 @@ from runners.provisioning import (
     find_sdist,
     installed_binary,
     installed_path,
+    installed_tool,
     parse_progress,
     parse_version_output,
     progress_message,
@@ -265,6 +266,7 @@ def test_unwritable_data_dir_falls_back_to_the_cache(
 
 def test_second_ensure_is_instant(dirs: tuple[Path, Path], no_build: None) -> None:
     write_script(cached_path(LLAMA_SERVER), "exit 0")
+    write_script(cached_path(LLAMA_SERVER).parent / "llama-quantize", "exit 0")
     first = ensure_binary(LLAMA_SERVER)
     started = time.perf_counter()
     assert ensure_binary(LLAMA_SERVER) == first
@@ -301,8 +303,11 @@ def fake_build(calls: list[str], delay: float = 0.0):
     def build(spec, report):
         calls.append(spec.kind)
         time.sleep(delay)
-        out = provisioning.build_dir_path(spec.kind) / "bin" / spec.kind
-        return write_script(out, "echo 'version: 0.6.0-dev (build 11434, commit unknown)'")
+        out = provisioning.build_dir_path(spec.kind) / "bin"
+        return {
+            name: write_script(out / name, "echo 'version: 0.6.0-dev (build 11434, commit unknown)'")
+            for name in (spec.kind, *spec.tools)
+        }
 
     return build
 
@@ -316,6 +321,8 @@ def test_build_installs_into_cache_and_data_dir(
     binary = ensure_binary(LLAMA_SERVER, progress=messages.append)
     assert binary == installed_path(LLAMA_SERVER)
     assert cached_path(LLAMA_SERVER).is_file()
+    assert installed_tool("llama-quantize") == binary.parent / "llama-quantize"  # built with it
+    assert (cached_path(LLAMA_SERVER).parent / "llama-quantize").is_file()
     assert not provisioning.build_dir_path(LLAMA_SERVER).exists(), "scratch build dir removed"
     assert messages[-1] == f"installed {binary}"
     assert binary_version(binary) == "b11434"
@@ -387,3 +394,25 @@ def test_binary_version_of_a_missing_or_broken_binary(tmp_path: Path) -> None:
     broken.chmod(0o755)
     with pytest.raises(ProvisioningError, match="does not run"):
         binary_version(broken)
+
+
+def test_a_cached_binary_without_its_tools_is_built_again_once(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache from before llama-quantize was built with llama-server: serving goes on with it,
+    # and the install command builds both.
+    write_script(cached_path(LLAMA_SERVER), "exit 0")
+    assert installed_binary(LLAMA_SERVER) is not None and installed_tool("llama-quantize") is None
+    calls: list[str] = []
+    monkeypatch.setattr(provisioning, "_build", fake_build(calls))
+    ensure_binary(LLAMA_SERVER)
+    ensure_binary(LLAMA_SERVER)
+    assert calls == [LLAMA_SERVER] and installed_tool("llama-quantize") is not None
+
+
+def test_a_configured_binary_brings_the_tools_beside_it(tmp_path: Path, settings, no_build: None) -> None:
+    settings.LLAMAPROXY_LLAMA_SERVER = str(write_script(tmp_path / "bin" / LLAMA_SERVER, "exit 0"))
+    assert installed_tool("llama-quantize") is None
+    quantize = write_script(tmp_path / "bin" / "llama-quantize", "exit 0")
+    assert installed_tool("llama-quantize") == quantize
+    assert ensure_binary(LLAMA_SERVER) == tmp_path / "bin" / LLAMA_SERVER
