@@ -6,13 +6,19 @@ Views stay thin: they call the services and let CatalogError become a 4xx naming
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
-from ninja import Query, Router, Schema
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import Field, Query, Router, Schema
 from ninja.responses import Status
 
 from llamaproxy.http_errors import MAX_DB_INT
@@ -134,6 +140,54 @@ def delete_model(request: HttpRequest, name: str) -> Any:
 def model_digest(request: HttpRequest, name: str) -> Any:
     model = services.get_model(name)
     return {"name": model.name, "digest": services.ensure_digest(model)}
+
+
+class QuantizeIn(Schema):
+    name: str = Field(description="the new model's name")
+    type: str = Field(description="Q4_K_M, Q8_0, ... (models_catalog/quantize.py TYPES)")
+
+
+@router.post(
+    "models/{name}/quantize",
+    summary="Quantize an F32/F16/BF16 entry's file into a new entry (NDJSON progress lines)",
+)
+async def quantize_model(request: HttpRequest, name: str, payload: QuantizeIn) -> HttpResponse:
+    """Checked first (400/404 naming the field); then streamed: `{"status": "quantizing", from,
+    type, completed, total}` per tensor, and `{"status": "success", model, digest}` or
+    `{"error"}` at the end. The new entry starts from this one's settings."""
+    from models_catalog.quantize import Made, QuantizeError, check_source, quantize_type, quantized_model
+    from runners import scheduler
+    from runners.errors import SchedulerError
+
+    source = await sync_to_async(services.get_model, thread_sensitive=False)(name)
+    try:
+        wanted = quantize_type(payload.type)
+        source_type = check_source(source.name, source.file_type)
+    except QuantizeError as exc:
+        raise CatalogError(exc.message.removeprefix("quantize: "), field="type") from None
+    new_name = await sync_to_async(services.check_creatable_name, thread_sensitive=False)(payload.name)
+    making = quantized_model(
+        new_name, Path(source.path), wanted, parameters={}, sampling={}, settings_from=source.name
+    )
+
+    async def lines() -> AsyncIterator[bytes]:
+        step: dict[str, Any] = {"status": "quantizing", "from": source_type, "type": wanted}
+        yield json.dumps({**step, "completed": 0, "total": 0}).encode() + b"\n"
+        try:
+            async with aclosing(making) as running:
+                async for event in running:
+                    if isinstance(event, Made):
+                        if event.replaced:  # its runner ran the file that was replaced
+                            with contextlib.suppress(SchedulerError):
+                                await scheduler.unload(new_name)
+                        step = {"status": "success", "model": new_name, "digest": event.digest}
+                    else:
+                        step = {**step, "completed": event.done, "total": event.total}
+                    yield json.dumps(step).encode() + b"\n"
+        except (QuantizeError, CatalogError) as exc:
+            yield json.dumps({"error": exc.message}).encode() + b"\n"
+
+    return StreamingHttpResponse(lines(), content_type="application/x-ndjson")
 
 
 @router.post("scan", response=ScanOut, summary="Scan the model folders now")

@@ -15,11 +15,15 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from models_catalog.blobs import CHUNK, blob_dir
+from asgiref.sync import sync_to_async
+
+from models_catalog.blobs import CHUNK, blob_dir, is_blob, prune_blob
 from models_catalog.gguf_metadata import quantization_name
 
 TYPES = (
@@ -71,6 +75,16 @@ def check_source(name: str, file_type: int | None) -> str:
         found = quantization_name(file_type) or "of an unknown type"
         raise QuantizeError(f"quantize: only F32, F16 and BF16 models can be quantized; {name!r} is {found}")
     return quantization_name(file_type)
+
+
+def file_type_of(path: Path) -> int | None:
+    """The `general.file_type` of a GGUF file (QuantizeError when it is not one)."""
+    from models_catalog.gguf_metadata import MetadataError, read_metadata
+
+    try:
+        return read_metadata([path]).file_type
+    except MetadataError as exc:
+        raise QuantizeError(f"not a GGUF model llamaproxy can read: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,47 @@ async def quantize(source: Path, wanted: str) -> AsyncIterator[Progress | Quanti
                 process.kill()
             await process.wait()
         scratch.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Made:
+    digest: str  # of the new file
+    replaced: bool  # a model created before under the name was replaced
+
+
+async def quantized_model(
+    name: str,
+    source: Path,
+    wanted: str,
+    *,
+    parameters: dict[str, Any],
+    sampling: dict[str, Any],
+    adapters: Iterable[str] = (),
+    settings_from: str | None = None,
+) -> AsyncIterator[Progress | Made]:
+    """Quantize `source` and make the catalog entry `name` whose file is the result (the settings
+    of `settings_from`, else the defaults, with `parameters`/`sampling` over them). An uploaded
+    source blob is not kept (the model has its quantized file); a CatalogError leaves no blob."""
+    from models_catalog import services
+
+    result: Quantized | None = None
+    async with aclosing(quantize(source, wanted)) as running:
+        async for event in running:
+            if isinstance(event, Quantized):
+                result = event
+            else:
+                yield event
+    assert result is not None
+    try:
+        created = await sync_to_async(services.create_from_file, thread_sensitive=False)(
+            name, str(result.path), parameters, sampling, result.digest, list(adapters), settings_from
+        )
+    except BaseException:
+        await sync_to_async(prune_blob, thread_sensitive=False)(str(result.path))
+        raise
+    if is_blob(source):
+        await sync_to_async(prune_blob, thread_sensitive=False)(str(source))
+    yield Made(result.digest, created[1] is not None)
 
 
 def _sha256(path: Path) -> str:

@@ -718,13 +718,13 @@ class QuantizePlan:
 async def _quantize_plan(parsed: t.CreateRequest, name: str, key: KeyInfo | None) -> QuantizePlan:
     """What `quantize` asks for, checked before any work: the type, a source file that is not
     quantized yet, a name the new model may take."""
-    from models_catalog.quantize import QuantizeError, check_source, quantize_type
+    from models_catalog.quantize import QuantizeError, check_source, file_type_of, quantize_type
 
     try:
         wanted = quantize_type(parsed.quantize or "")
         if parsed.files:
             file_name, source = await _blob_call(blobs.gguf_file, parsed.files)
-            file_type = await sync_to_async(_file_type, thread_sensitive=False)(source)
+            file_type = await sync_to_async(file_type_of, thread_sensitive=False)(source)
             source_type, settings_from = check_source(file_name, file_type), None
         else:
             base = await resolve(parsed.from_ or "", key)
@@ -741,50 +741,34 @@ async def _quantize_plan(parsed: t.CreateRequest, name: str, key: KeyInfo | None
     return QuantizePlan(name, wanted, source, source_type, settings_from)
 
 
-def _file_type(path: Path) -> int | None:
-    from models_catalog.gguf_metadata import MetadataError, read_metadata
-
-    try:
-        return read_metadata([path]).file_type
-    except MetadataError as exc:
-        raise FaceError(400, f"files: not a GGUF model llamaproxy can read: {exc}") from None
-
-
 async def _create_quantized(
     plan: QuantizePlan, runner_params: dict[str, Any], sampling: dict[str, Any], adapters: list[str]
 ) -> AsyncIterator[dict[str, Any]]:
     """Quantize, reporting progress per tensor as Ollama's CLI shows it, then make the entry."""
-    from models_catalog.quantize import Quantized, QuantizeError, quantize
+    from models_catalog.errors import CatalogError
+    from models_catalog.quantize import Made, QuantizeError, quantized_model
 
     status = f"quantizing {plan.source_type} model to {plan.wanted}"
     yield {"status": status}
-    result: Quantized | None = None
+    making = quantized_model(
+        plan.name,
+        plan.source,
+        plan.wanted,
+        parameters=runner_params,
+        sampling=sampling,
+        adapters=adapters,
+        settings_from=plan.settings_from,
+    )
     try:
-        async with aclosing(quantize(plan.source, plan.wanted)) as running:
+        async with aclosing(making) as running:
             async for event in running:
-                if isinstance(event, Quantized):
-                    result = event
-                else:
+                if not isinstance(event, Made):
                     yield {"status": status, "digest": "0", "total": event.total, "completed": event.done}
+                    continue
+                if event.replaced:
+                    await scheduler_unload(plan.name)  # its runner ran with what was replaced
+                yield {"status": f"using the quantized file {event.digest}"}
     except QuantizeError as exc:
         raise FaceError(exc.status, exc.message) from None
-    assert result is not None
-    try:
-        created = await catalog_service(
-            "create_from_file",
-            plan.name,
-            str(result.path),
-            runner_params,
-            sampling,
-            result.digest,
-            adapters,
-            plan.settings_from,
-        )
-    except FaceError:
-        await sync_to_async(blobs.prune_blob, thread_sensitive=False)(str(result.path))
-        raise
-    if created[1] is not None:
-        await scheduler_unload(plan.name)
-    if blobs.is_blob(plan.source):  # an upload made for this model: only its quantized file is kept
-        await sync_to_async(blobs.prune_blob, thread_sensitive=False)(str(plan.source))
-    yield {"status": f"using the quantized file {result.digest}"}
+    except CatalogError as exc:
+        raise FaceError(400 if exc.status == 409 else exc.status, exc.message) from None

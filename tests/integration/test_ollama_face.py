@@ -520,6 +520,41 @@ def test_create_with_quantize_makes_a_file_of_that_type_that_runs_and_goes_with_
     assert not list((stack.home / "blobs").glob(".quantize-*"))
 
 
+def test_the_dashboards_api_quantizes_a_model_into_a_new_one_streaming_progress(client, stack) -> None:
+    manage = stack.url("dashboard") + "/api/manage/models/"
+    headers = stack.admin_headers()
+    changed = httpx.patch(manage + "tiny-chat", json={"sampling": {"temperature": 0.3}}, headers=headers)
+    assert changed.status_code == 200
+    with httpx.stream(
+        "POST", manage + "tiny-chat/quantize", json={"name": "tiny-dash-q8", "type": "q8_0"}, headers=headers
+    ) as streamed:
+        assert streamed.status_code == 200
+        lines = [json.loads(line) for line in streamed.iter_lines() if line]
+    assert lines[0] == {"status": "quantizing", "from": "F32", "type": "Q8_0", "completed": 0, "total": 0}
+    assert lines[-2]["completed"] == lines[-2]["total"] > 0
+    assert lines[-1]["status"] == "success" and lines[-1]["model"] == "tiny-dash-q8"
+    made = httpx.get(manage + "tiny-dash-q8", headers=headers).json()
+    assert made["quantization"] == "Q8_0" and made["settings"]["sampling"]["temperature"] == 0.3
+    assert (
+        client.generate(model="tiny-dash-q8", prompt="hi", options=FIXED).eval_count == FIXED["num_predict"]
+    )
+
+    for body, field in (
+        ({"name": "x", "type": "Q9"}, "type"),
+        ({"name": "tiny-coder", "type": "Q8_0"}, "model"),  # taken
+    ):
+        refused = httpx.post(manage + "tiny-chat/quantize", json=body, headers=headers)
+        assert refused.status_code in (400, 409) and refused.json()["error"]["field"] == field
+    again = httpx.post(manage + "tiny-dash-q8/quantize", json={"name": "y", "type": "Q4_0"}, headers=headers)
+    assert again.status_code == 400 and "is Q8_0" in again.json()["error"]["message"]
+    assert (
+        httpx.post(manage + "nope/quantize", json={"name": "y", "type": "Q4_0"}, headers=headers).status_code
+        == 404
+    )
+    assert httpx.delete(manage + "tiny-dash-q8", headers=headers).status_code == 200
+    httpx.patch(manage + "tiny-chat", json={"sampling": {"temperature": None}}, headers=headers)
+
+
 def test_create_from_a_gguf_the_catalog_has_uploads_nothing_and_makes_a_variant(
     client: ollama.Client, stack
 ) -> None:
