@@ -153,15 +153,32 @@ def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Pag
     assert saved["settings"]["sampling"]["stop"] == ["<|im_end|>", "\n\nUser:"]
     assert saved["settings"]["parameters"]["ctx_size"] == 768
 
+    # Quantize the (F32) model into a new one; it takes this one's settings and is listed.
+    quantizing = page.locator("[data-test=quantize]")
+    quantizing.locator("[data-test=quant-type]").select_option("Q8_0")
+    expect(quantizing.locator("[data-test=quant-name]")).to_have_value(f"{MODEL}-q8_0")
+    quantizing.locator("[data-test=quant-start]").click()
+    expect(quantizing.locator("[data-test=quant-message]")).to_contain_text(
+        f"Made {MODEL}-q8_0", timeout=60000
+    )
+    made = httpx.get(
+        base + f"/api/manage/models/{MODEL}-q8_0", headers=stack.admin_headers(), timeout=30
+    ).json()
+    assert made["quantization"] == "Q8_0" and made["settings"]["parameters"]["ctx_size"] == 768
+    quantizing.locator("[data-test=quant-name]").fill("tiny-other")  # another model's: said, nothing made
+    quantizing.locator("[data-test=quant-start]").click()
+    expect(quantizing.locator("[data-test=quant-error]")).to_contain_text("already the name")
+    shot(page, "08-quantized")
+
     # The other pages render from the real API.
     page.click("nav >> text=System")
     expect(page.locator("[data-test=components]")).to_contain_text("llama-server")
     expect(page.locator("[data-test=runners]")).to_contain_text(MODEL)
-    shot(page, "08-system")
+    shot(page, "09-system")
     page.click("nav >> text=Settings")
     expect(page.locator("[data-test=limits]")).to_be_visible()
     expect(page.locator("[data-test=folder-list]")).to_contain_text(str(stack.models_dir))
-    shot(page, "09-settings")
+    shot(page, "10-settings")
 
 
 def test_the_playground_transcribes_an_uploaded_wav_with_a_whisper_model(

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ApiError, api, csrfToken, onUnauthorized, withQuery } from "./api";
+import { ApiError, api, csrfToken, onUnauthorized, postStreamed, withQuery } from "./api";
 
 function reply(status: number, body: unknown) {
   return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
@@ -47,5 +47,31 @@ describe("api", () => {
 
   it("leaves empty filters out of the query string", () => {
     expect(withQuery("/usage", { model: "a b", face: "", key: null, limit: 5 })).toBe("/usage?model=a+b&limit=5");
+  });
+
+  it("reads NDJSON progress lines however the chunks split them, and an error line throws", async () => {
+    const chunks = ['{"status":"quantizing","completed":1', ',"total":2}\n{"status":"quantizing","completed":2,"total":2}\n{"sta', 'tus":"success","model":"m-q8"}'];
+    const stream = () =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          chunks.forEach((chunk) => controller.enqueue(new TextEncoder().encode(chunk)));
+          controller.close();
+        },
+      });
+    vi.spyOn(globalThis, "fetch").mockImplementation(async () => new Response(stream(), { status: 200 }));
+    const lines: Record<string, unknown>[] = [];
+    await postStreamed("/models/m/quantize", { name: "m-q8", type: "Q8_0" }, (line) => lines.push(line));
+    expect(lines.map((l) => l.status)).toEqual(["quantizing", "quantizing", "success"]);
+    expect(lines[0].completed).toBe(1);
+    chunks.splice(0, chunks.length, '{"status":"quantizing"}\n{"error":"llama-quantize failed"}\n');
+    const error = await postStreamed("/models/m/quantize", {}, () => {}).catch((e) => e);
+    expect(error).toBeInstanceOf(ApiError);
+    expect(error.message).toBe("llama-quantize failed");
+  });
+
+  it("a refusal before the stream is an ApiError naming the field", async () => {
+    vi.spyOn(globalThis, "fetch").mockResolvedValue(reply(409, { error: { message: "taken", field: "model" } }));
+    const error = (await postStreamed("/models/m/quantize", {}, () => {}).catch((e) => e)) as ApiError;
+    expect([error.status, error.field]).toEqual([409, "model"]);
   });
 });

@@ -82,6 +82,41 @@ export async function request<T = unknown>(
 
 export const MANAGE = "/api/manage";
 
+// A manage API route that answers with NDJSON progress lines (quantizing): each object goes to
+// `onLine` as it arrives; a refusal before the stream is an ApiError, a line {"error"} too.
+export async function postStreamed(
+  path: string,
+  body: unknown,
+  onLine: (line: Record<string, unknown>) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  const response = await fetch(MANAGE + path, {
+    method: "POST",
+    headers: { Accept: "application/x-ndjson", "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+    signal,
+  });
+  if (!response.ok) throw await errorFrom(response);
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  const take = (text: string) => {
+    if (!text.trim()) return;
+    const line = JSON.parse(text) as Record<string, unknown>;
+    if (typeof line.error === "string") throw new ApiError(500, line.error);
+    onLine(line);
+  };
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    pending += value;
+    const lines = pending.split("\n");
+    pending = lines.pop() ?? "";
+    lines.forEach(take);
+  }
+  take(pending);
+}
+
 export const api = {
   get: <T>(path: string, query?: Query) => request<T>("GET", MANAGE + path, undefined, query),
   post: <T>(path: string, body?: unknown, query?: Query) => request<T>("POST", MANAGE + path, body, query),
