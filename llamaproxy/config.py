@@ -76,6 +76,9 @@ class Config:
     database: Path | None = None
     backup_keep: int = 20
     build_backend: str = "auto"
+    hf_endpoint: str = "https://huggingface.co"
+    hf_token: str | None = None
+    downloads_dir: Path | None = None  # None: <home>/downloads
 
     def enabled_faces(self) -> dict[str, int]:
         return {face: port for face, port in self.ports.items() if port}
@@ -140,6 +143,13 @@ def _parse_backend(text: str) -> str:
     if lowered not in BUILD_BACKENDS:
         raise ValueError(f"{text!r} is not a build backend (use {', '.join(BUILD_BACKENDS)})")
     return lowered
+
+
+def _parse_endpoint(text: str) -> str:
+    url = text.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return url
 
 
 def _path_list(text: str, base: Path) -> list[Path]:
@@ -236,4 +246,14 @@ def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
         database=_resolve(get("LLAMAPROXY_DATABASE") or "", base_dir) if get("LLAMAPROXY_DATABASE") else None,
         backup_keep=parse("LLAMAPROXY_BACKUP_KEEP", lambda t: _parse_int(t, 1), "20"),
         build_backend=parse("LLAMAPROXY_BUILD_BACKEND", _parse_backend, "auto"),
+        # Hugging Face's own variables (HF_ENDPOINT, HF_TOKEN) count when ours are not set.
+        hf_endpoint=parse(
+            "LLAMAPROXY_HF_ENDPOINT" if get("LLAMAPROXY_HF_ENDPOINT") else "HF_ENDPOINT",
+            _parse_endpoint,
+            "https://huggingface.co",
+        ),
+        hf_token=get("LLAMAPROXY_HF_TOKEN") or get("HF_TOKEN"),
+        downloads_dir=_resolve(get("LLAMAPROXY_DOWNLOADS_DIR") or "", base_dir)
+        if get("LLAMAPROXY_DOWNLOADS_DIR")
+        else None,
     )

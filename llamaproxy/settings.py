@@ -176,6 +176,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE: int = CONFIG.max_request_body
 LLAMAPROXY_PRELOAD: list[str] = CONFIG.preload
 LLAMAPROXY_DEFAULT_MODEL: str | None = CONFIG.default_model
 RUNNER_LOG_DIR: Path = LOG_DIR / "runners"
+LLAMAPROXY_HF_ENDPOINT: str = CONFIG.hf_endpoint
+LLAMAPROXY_HF_TOKEN: str | None = CONFIG.hf_token
+LLAMAPROXY_DOWNLOADS_DIR: Path = CONFIG.downloads_dir or LLAMAPROXY_HOME / "downloads"
 BACKUP_DIR: Path = LLAMAPROXY_HOME / "backups"
 BACKUP_KEEP: int = CONFIG.backup_keep
 

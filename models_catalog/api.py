@@ -190,6 +190,109 @@ async def quantize_model(request: HttpRequest, name: str, payload: QuantizeIn) -
     return StreamingHttpResponse(lines(), content_type="application/x-ndjson")
 
 
+# --- downloads from Hugging Face (models_catalog/downloads.py) -----------------------------------------
+
+
+def _hub_ref(text: str, quantization: str | None = None, field: str = "model") -> Any:
+    from models_catalog.hub import parse_reference
+
+    ref = parse_reference(text, bare=True, quantization=quantization)
+    if ref is None:
+        raise CatalogError(
+            "not a Hugging Face model: give <owner>/<repo>, hf.co/<owner>/<repo>[:quantization] "
+            "or https://huggingface.co/<owner>/<repo>",
+            field=field,
+        )
+    return ref
+
+
+async def _from_hub(call: Any) -> Any:
+    from models_catalog.hub import HubError
+
+    try:
+        return await call
+    except HubError as exc:
+        raise CatalogError(exc.message, field=exc.field, status=exc.status) from None
+
+
+@router.get("hub/files", summary="The GGUF models a Hugging Face repository offers (by quantization)")
+async def hub_files(request: HttpRequest, repo: str) -> Any:
+    """`{repo, default, choices: [{label, size, files, projector, downloaded}]}`; `downloaded`
+    is the catalog name of the entry that has that choice already."""
+    from models_catalog import downloads, hub
+
+    ref = _hub_ref(repo, field="repo")
+    options = await _from_hub(downloads.repository_choices(ref.repo))
+    if not options:
+        raise CatalogError(f"{ref.repo} has no GGUF model files", field="repo", status=404)
+
+    def listed() -> list[dict[str, Any]]:
+        return [
+            {**c.as_dict(), "downloaded": downloads.downloaded_entry(downloads.Plan(ref, c, ()))}
+            for c in options
+        ]
+
+    return {
+        "repo": ref.repo,
+        "default": hub.default_choice(options).label,
+        "choices": await sync_to_async(listed, thread_sensitive=False)(),
+    }
+
+
+class DownloadIn(Schema):
+    model: str = Field(description="<owner>/<repo>, hf.co/<owner>/<repo>[:quantization] or a link")
+    quantization: str | None = Field(default=None, description="Q4_K_M, Q8_0, ... or a file name")
+    name: str | None = Field(default=None, description="the new entry's name (default: the file's)")
+
+
+@router.get("downloads", summary="Download jobs, newest first")
+async def list_downloads(request: HttpRequest) -> Any:
+    from models_catalog import downloads
+
+    return [job.as_dict() for job in downloads.jobs()]
+
+
+@router.post(
+    "downloads",
+    response={200: dict[str, Any], 202: dict[str, Any]},
+    summary="Download a model from Hugging Face (a job; 202)",
+)
+async def start_download(request: HttpRequest, payload: DownloadIn) -> Any:
+    """202 with the job (poll `downloads/{job_id}`); 200 `{status: "already_downloaded", model}`
+    when the catalog has it. The entry gets the alias `hf.co/<repo>[:quantization]`."""
+    from models_catalog import downloads
+
+    ref = _hub_ref(payload.model, payload.quantization)
+    name = (payload.name or "").strip() or None
+    started = await _from_hub(downloads.begin(ref, name=name, detached=True))
+    if isinstance(started, str):
+        return {"status": "already_downloaded", "model": started}
+    return Status(202, started.as_dict())
+
+
+def _job(job_id: str) -> Any:
+    from models_catalog import downloads
+
+    job = downloads.get_job(job_id)
+    if job is None:
+        raise CatalogError(f"no download job {job_id!r}", field="job_id", status=404)
+    return job
+
+
+@router.get("downloads/{job_id}", summary="One download job")
+async def get_download(request: HttpRequest, job_id: str) -> Any:
+    return _job(job_id).as_dict()
+
+
+@router.delete("downloads/{job_id}", summary="Cancel a download (what it fetched is dropped)")
+async def cancel_download(request: HttpRequest, job_id: str) -> Any:
+    from models_catalog import downloads
+
+    job = _job(job_id)
+    downloads.cancel(job, discard=True)
+    return job.as_dict()
+
+
 @router.post("scan", response=ScanOut, summary="Scan the model folders now")
 def scan(request: HttpRequest, force: bool = False) -> Any:
     return discovery.scan_models(force=force).as_dict()

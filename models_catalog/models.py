@@ -61,6 +61,7 @@ class CatalogModel(models.Model):
         SCAN = "scan", "Discovered by a scan"
         IMPORT = "import", "Imported from a config file"
         MANUAL = "manual", "Added by hand"
+        DOWNLOAD = "download", "Downloaded from Hugging Face"
 
     # The id clients use (`model` in requests); unique across names and aliases.
     name = models.CharField(max_length=200, unique=True)

@@ -220,9 +220,9 @@ def _created(name: str, make: Any, settings: RunnerSettings) -> tuple[CatalogMod
         changed = [entry.name] + ([heir.name] if heir is not None else [])
         transaction.on_commit(lambda: catalog_changed("update", names=changed))
     if replaced is not None:
-        from models_catalog.blobs import prune_adapters, prune_blob
+        from models_catalog.blobs import prune_adapters
 
-        prune_blob(replaced.path)
+        prune_file(replaced.path)
         prune_adapters(replaced_adapters)
     return entry, replaced
 
@@ -280,20 +280,29 @@ def remove_alias(name: str, alias: str) -> CatalogModel:
 
 def delete_model(name: str) -> str:
     """Remove a catalog entry with its settings; the file stays (a scan finds it again, with
-    defaults), unless it is a blob uploaded for `ollama create` that no entry uses any more (its
-    LoRA adapters' blobs likewise)."""
-    from models_catalog.blobs import prune_adapters, prune_blob
+    defaults), unless it is a blob uploaded for `ollama create` or a file downloaded from Hugging
+    Face that no entry uses any more (its LoRA adapters' blobs likewise)."""
+    from models_catalog.blobs import prune_adapters
 
     model = get_model(name)
     deleted = model.name
     adapters = lora_files(settings_of(model).extra_args)
     heir = delete_entry(model)
-    prune_blob(model.path)
+    prune_file(model.path)
     prune_adapters(adapters)  # a file uploaded for `ollama create` goes with its last entry
     catalog_changed("delete", names=[deleted])
     if heir is not None:
         catalog_changed("update", names=[heir.name])
     return deleted
+
+
+def prune_file(path: str) -> bool:
+    """Delete a file llamaproxy made (an uploaded or quantized blob, a download) once no entry
+    uses it; the files of the model folders are never touched."""
+    from models_catalog.blobs import prune_blob
+    from models_catalog.downloads import prune_download
+
+    return prune_blob(path) or prune_download(path)
 
 
 def delete_entry(model: CatalogModel) -> CatalogModel | None:

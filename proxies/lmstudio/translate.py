@@ -230,6 +230,7 @@ class DownloadRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: StrictStr = Field(min_length=1)
+    quantization: StrictStr | None = None
 
 
 class UnloadRequest(BaseModel):

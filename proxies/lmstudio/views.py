@@ -182,31 +182,76 @@ async def unload(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"instance_id": parsed.instance_id})
 
 
-NO_DOWNLOADS = (
-    "llamaproxy does not download models: put the GGUF file in a models folder "
-    "(LLAMAPROXY_MODELS_DIRS, or one added in the dashboard) and rescan"
+NOT_DOWNLOADABLE = (
+    "llamaproxy downloads from Hugging Face (https://huggingface.co/<owner>/<repo> or <owner>/<repo>, "
+    "with a quantization); or put the GGUF file in a models folder and rescan"
 )
 
 
 @api.post("/api/v1/models/download", include_in_schema=False)
 async def download(request: HttpRequest) -> HttpResponse:
-    """LM Studio's model download: a model already here is "already_downloaded", as LM Studio
-    answers; others cannot be fetched (501, saying what to do instead)."""
+    """LM Studio's model download: a model already here is "already_downloaded"; a Hugging Face
+    repository (`https://huggingface.co/<owner>/<repo>`, `hf.co/...` or `<owner>/<repo>`, with
+    `quantization`) is downloaded by a job (models_catalog/downloads.py) whose state the answer
+    and `download/status/{job_id}` give."""
+    from models_catalog import downloads, hub
+    from models_catalog.errors import CatalogError
+
     ctx = new_context(request, "download")
     try:
         key = await authorize(request, ctx)
         _, parsed = _parse(request, t.DownloadRequest)
-        await resolve(parsed.model, key)
+        ref = hub.parse_reference(parsed.model, quantization=parsed.quantization)
+        if ref is None:  # a model here (a publisher may lead its name), else a repository's id
+            try:
+                await resolve(parsed.model, key)
+                return JsonResponse({"status": "already_downloaded"})
+            except FaceError as exc:
+                ref = hub.parse_reference(parsed.model, bare=True, quantization=parsed.quantization)
+                if exc.status != 404 or ref is None:
+                    message = f"{exc.message}: {NOT_DOWNLOADABLE}" if exc.status == 404 else exc.message
+                    raise FaceError(exc.status, message, exc.code, exc.param) from None
+        try:
+            started = await downloads.begin(ref, detached=True)
+        except hub.HubError as exc:
+            raise FaceError(exc.status, exc.message, _hub_error_type(exc.status), exc.field) from None
+        except CatalogError as exc:
+            raise FaceError(exc.status, exc.message, "invalid_request_error", "model") from None
     except FaceError as exc:
-        if exc.status == 404:
-            return openai_error(501, NO_DOWNLOADS, "not_implemented", "model")
         return face_error_response(exc)
-    return JsonResponse({"status": "already_downloaded"})
+    if isinstance(started, str):
+        return JsonResponse({"status": "already_downloaded"})
+    return JsonResponse(_job_status(started))
+
+
+def _hub_error_type(status: int) -> str:
+    return {403: "permission_denied", 404: "model_not_found", 507: "insufficient_storage"}.get(
+        status, "download_failed"
+    )
+
+
+def _job_status(job: Any) -> dict[str, Any]:
+    """A job in LM Studio's shape (its fields, and a cancelled job as a failed one)."""
+    data = job.as_dict()
+    status = {"cancelled": "failed"}.get(data["status"], data["status"])
+    keep = ("job_id", "total_size_bytes", "downloaded_bytes", "started_at", "completed_at")
+    keep += ("bytes_per_second", "estimated_completion", "error")
+    return {"status": status, **{k: data[k] for k in keep if k in data}}
 
 
 @api.get("/api/v1/models/download/status/{job_id}", include_in_schema=False)
 async def download_status(request: HttpRequest, job_id: str) -> HttpResponse:
-    return openai_error(404, f"no download job '{job_id}': {NO_DOWNLOADS}", "not_found", "job_id")
+    from models_catalog import downloads
+
+    ctx = new_context(request, "download")
+    try:
+        await authorize(request, ctx)
+    except FaceError as exc:
+        return face_error_response(exc)
+    job = downloads.get_job(job_id)
+    if job is None:
+        return openai_error(404, f"no download job '{job_id}'", "not_found", "job_id")
+    return JsonResponse(_job_status(job))
 
 
 class _AnyObject(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import json
 import time
@@ -527,15 +528,24 @@ async def copy(request: HttpRequest) -> HttpResponse:
 
 @api.delete("/api/delete", include_in_schema=False)
 async def delete(request: HttpRequest) -> HttpResponse:
-    """`ollama rm`: removes an alias, or the catalog entry; the model's file stays where it is."""
+    """`ollama rm`: removes an alias, or the catalog entry; the model's file stays where it is
+    (unless llamaproxy made it: a created model's blob, a download, once no entry uses it). The
+    last `hf.co/...` name of a model pulled from Hugging Face removes the model."""
+    from models_catalog.downloads import is_download
+    from models_catalog.hub import parse_reference
+
     ctx = new_context(request, "delete")
     try:
         key = await authorize(request, ctx)
         parsed = parse(request, t.ModelRequest)
         model = await resolve(parsed.model_name, key)
         name = _untagged(parsed.model_name)
-        if name in model.aliases:
-            await catalog_service("remove_alias", model.name, name)
+        alias = next(
+            (a for a in model.aliases if a.lower() in (name.lower(), parsed.model_name.lower())), None
+        )
+        hub_names = [a for a in model.aliases if parse_reference(a) is not None]
+        if alias is not None and not (hub_names == [alias] and is_download(model.path)):
+            await catalog_service("remove_alias", model.name, alias)
         else:
             await scheduler_unload(model.name)
             await catalog_service("delete_model", model.name)
@@ -545,7 +555,8 @@ async def delete(request: HttpRequest) -> HttpResponse:
 
 
 NOT_BUILT = {
-    "pull": "pulling models is not supported by llamaproxy yet: put the GGUF file in a models folder "
+    "pull": "llamaproxy pulls models from Hugging Face: hf.co/<user>/<repository>[:quantization] "
+    "(the Ollama library's names are not pulled); or put the GGUF file in a models folder "
     "(LLAMAPROXY_MODELS_DIRS) and rescan from the dashboard",
     "push": "pushing models is not supported by llamaproxy",
 }
@@ -553,17 +564,82 @@ NOT_BUILT = {
 
 @api.post("/api/pull", include_in_schema=False)
 async def pull(request: HttpRequest) -> HttpResponse:
-    """A model already in the catalog is "pulled" (tools pull before use); others cannot be."""
+    """`ollama pull`: a model in the catalog is there already (tools pull before use); a Hugging
+    Face model (`hf.co/<user>/<repo>[:quantization]`) is downloaded by a job that this request
+    follows, streaming Ollama's progress lines (see models_catalog/downloads.py)."""
+    from models_catalog import downloads, hub
+
     ctx = new_context(request, "pull")
     try:
         key = await authorize(request, ctx)
         parsed = parse(request, t.ModelRequest)
-        await resolve(parsed.model_name, key)
+        requested = parsed.model_name
+        if not requested:
+            raise FaceError(400, "model is required")
+        ref = hub.parse_reference(requested)
+        if ref is None:
+            try:
+                await resolve(requested, key)
+            except FaceError as exc:
+                raise FaceError(501, NOT_BUILT["pull"]) if exc.status == 404 else exc from None
+            started: downloads.Job | str = requested
+        else:
+            started = await _hub_call(downloads.begin(ref, detached=False))
     except FaceError as exc:
-        if exc.status == 404:
-            return ollama_error(501, NOT_BUILT["pull"])
         return face_error_response(exc)
-    return JsonResponse({"status": "success"})
+    steps = _pull_steps(started) if isinstance(started, downloads.Job) else _pulled()
+    return await _create_response(steps, stream=parsed.stream is not False)
+
+
+async def _hub_call(call: Any) -> Any:
+    """Await a models_catalog.downloads call; its HubError or CatalogError becomes an Ollama error."""
+    from models_catalog.errors import CatalogError
+    from models_catalog.hub import HubError
+
+    try:
+        return await call
+    except HubError as exc:
+        raise FaceError(exc.status, exc.message) from None
+    except CatalogError as exc:
+        raise FaceError(400 if exc.status == 409 else exc.status, exc.message) from None
+
+
+async def _pulled() -> AsyncIterator[dict[str, Any]]:
+    yield {"status": "pulling manifest"}
+    yield {"status": "success"}
+
+
+PULL_LINE_SECONDS = 0.25  # progress lines, at most this often
+
+
+async def _pull_steps(job: Any) -> AsyncIterator[dict[str, Any]]:
+    """Ollama's pull lines for a download job: one per file ("layer") with `digest`, `total` and
+    `completed` as it moves, then the closing statuses; a failure is raised as its FaceError."""
+    from models_catalog import downloads
+
+    yield {"status": "pulling manifest"}
+    sent: dict[int, int] = {}
+    async with downloads.following(job):
+        while True:
+            for index, progress in enumerate(job.files):
+                if sent.get(index) != progress.done and (progress.done or index not in sent):
+                    sent[index] = progress.done
+                    digest = progress.file.sha256 or hashlib.sha256(progress.file.path.encode()).hexdigest()
+                    yield {
+                        "status": f"pulling {digest[:12]}",
+                        "digest": f"sha256:{digest}",
+                        "total": progress.file.size,
+                        "completed": progress.done,
+                    }
+            if job.finished:
+                break
+            await job.changed(timeout=5)
+            await asyncio.sleep(PULL_LINE_SECONDS)
+    if job.status != "completed":
+        raise FaceError(job.error_status or 500, job.error or job.status)
+    yield {"status": "verifying sha256 digest"}
+    yield {"status": "writing manifest"}
+    yield {"status": "success"}
 
 
 @api.post("/api/push", include_in_schema=False)

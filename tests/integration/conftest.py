@@ -196,6 +196,8 @@ def stack_env(root: Path, llama_server: Path, **overrides: str) -> tuple[dict[st
             "LLAMAPROXY_MODELS_DIRS": str(root / "models"),
             "LLAMAPROXY_LLAMA_SERVER": str(llama_server),
             "LLAMAPROXY_ENV_FILE": str(root / "none.env"),
+            # No test reaches the internet: the hub's address refuses (test_downloads.py has a stand-in).
+            "LLAMAPROXY_HF_ENDPOINT": "http://127.0.0.1:9",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -312,7 +312,12 @@ def test_v1_chat_refuses_what_it_cannot_do_in_openais_shape(lms: httpx.Client) -
 def test_v1_download_says_a_model_here_is_downloaded_and_fetches_nothing(lms: httpx.Client) -> None:
     here = lms.post("/api/v1/models/download", json={"model": "tiny-chat"})
     assert here.status_code == 200 and here.json() == {"status": "already_downloaded"}
-    elsewhere = lms.post("/api/v1/models/download", json={"model": "qwen/qwen3-4b-2507"})
-    assert elsewhere.status_code == 501 and "models folder" in elsewhere.json()["error"]["message"]
+    publisher = lms.post("/api/v1/models/download", json={"model": "lmstudio-community/tiny-chat"})
+    assert publisher.json() == {"status": "already_downloaded"}
+    elsewhere = lms.post("/api/v1/models/download", json={"model": "no-such-model"})
+    assert elsewhere.status_code == 404 and "Hugging Face" in elsewhere.json()["error"]["message"]
+    # (downloads from the hub: test_downloads.py; this stack's hub address refuses connections)
+    unreachable = lms.post("/api/v1/models/download", json={"model": "qwen/qwen3-4b-2507"})
+    assert unreachable.status_code == 502 and "cannot reach" in unreachable.json()["error"]["message"]
     status = lms.get("/api/v1/models/download/status/job_493c7c9ded")
     assert status.status_code == 404 and status.json()["error"]["param"] == "job_id"

@@ -1,0 +1,422 @@
+"""Downloads from Hugging Face, run as jobs in the gateway's event loop.
+
+A job fetches the files of one choice of a repository (models_catalog/hub.py) into
+`LLAMAPROXY_DOWNLOADS_DIR/huggingface/<owner>/<repo>/` and then makes the catalog entry for
+them: source `download`, named like a scanned file (`llama-3.2-1b-instruct-q4_k_m`), with the
+alias Ollama's clients use (`hf.co/<owner>/<repo>:<quantization>`). Its projector, downloaded
+beside it, pairs with it as in a model folder; split models come whole.
+
+Every face shares the jobs: `ollama pull` follows one and streams its progress (a second pull of
+the same files follows the same job), LM Studio's download API and the dashboard start jobs that
+run on their own and are asked for their state. A job that nobody follows any more and that a
+pull started stops (what it fetched stays in `.part` files and the next pull goes on from there);
+a job cancelled by hand drops them. Jobs live in the gateway's memory: a restart forgets them and
+leaves the `.part` files to the next download of those files.
+
+Deleting the last entry of a downloaded file deletes the file, and its folder's projector and
+partial files once no entry uses that folder (see `prune_download`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+
+from models_catalog import hub
+from models_catalog.hub import Choice, HubError, HubRef
+
+log = logging.getLogger(__name__)
+
+KEEP_FINISHED = 50  # finished jobs kept for their status
+SPEED_WINDOW = 5.0  # seconds of progress the speed is measured over
+
+
+def downloads_dir() -> Path:
+    return Path(settings.LLAMAPROXY_DOWNLOADS_DIR)
+
+
+def repo_dir(repo: str) -> Path:
+    return downloads_dir() / "huggingface" / repo
+
+
+def local_path(repo: str, file: hub.HubFile) -> Path:
+    return repo_dir(repo) / file.path
+
+
+def is_download(path: str | Path) -> bool:
+    """Whether `path` is a file this module downloaded (below the downloads folder)."""
+    try:
+        Path(path).resolve().relative_to(downloads_dir().resolve())
+    except ValueError:
+        return False
+    return True
+
+
+# --- finding what a reference asks for ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    ref: HubRef
+    choice: Choice
+    options: tuple[Choice, ...]
+
+    @property
+    def alias(self) -> str:
+        """The name Ollama's clients use: `hf.co/<repo>:<tag>`, `hf.co/<repo>` for the default."""
+        return self.ref.name
+
+
+def _client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        headers=hub.hub_headers(settings.LLAMAPROXY_HF_TOKEN),
+        follow_redirects=True,
+        timeout=httpx.Timeout(30.0, connect=10.0),
+    )
+
+
+async def repository_choices(repo: str) -> list[Choice]:
+    async with _client() as client:
+        return hub.choices(await hub.list_files(client, settings.LLAMAPROXY_HF_ENDPOINT, repo))
+
+
+async def plan(ref: HubRef) -> Plan:
+    """The files `ref` names, asked of the hub (HubError when the repository or the
+    quantization is not there)."""
+    options = await repository_choices(ref.repo)
+    return Plan(ref, hub.select(options, ref), tuple(options))
+
+
+def downloaded_entry(plan: Plan) -> str | None:
+    """The catalog name of the entry that has the plan's files already, if one does."""
+    from models_catalog.models import CatalogModel
+
+    path = str(local_path(plan.ref.repo, plan.choice.parts[0]))
+    entry = CatalogModel.objects.filter(path=path, base__isnull=True).first()
+    return entry.name if entry is not None and os.path.exists(path) else None
+
+
+async def begin(ref: HubRef, *, name: str | None = None, detached: bool = True) -> Job | str:
+    """What a pull or a download request gets: the name of the entry that has what `ref` names
+    already (its alias added if it had not), else the job that downloads it. HubError when the
+    hub has no such model; CatalogError when `name` is taken."""
+    existing = await sync_to_async(_aliased_entry, thread_sensitive=False)(ref.name)
+    if existing is not None:
+        return existing
+    if name:
+        name = await sync_to_async(check_free_name, thread_sensitive=False)(name)
+    found = await plan(ref)
+    if await sync_to_async(downloaded_entry, thread_sensitive=False)(found) is not None:
+        return await sync_to_async(register, thread_sensitive=False)(found, name)
+    return start(found, name=name, detached=detached)
+
+
+def check_free_name(name: str) -> str:
+    """`name` when no model has it (as its name or an alias); CatalogError 409 otherwise."""
+    from models_catalog import services
+    from models_catalog.errors import CatalogError
+
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise CatalogError("a model name must have 1 to 200 characters", field="name")
+    if services.resolve_model(name) is not None:
+        raise CatalogError(f"{name!r} is already the name of a model", field="name", status=409)
+    return name
+
+
+def _aliased_entry(alias: str) -> str | None:
+    """The entry that a download gave `alias` (any case), while its file is there."""
+    from models_catalog.models import ModelAlias
+
+    found = ModelAlias.objects.filter(alias__iexact=alias).select_related("model").first()
+    if found is None or not os.path.exists(found.model.path):
+        return None
+    return found.model.name
+
+
+# --- jobs -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileProgress:
+    file: hub.HubFile
+    done: int = 0
+
+
+@dataclass
+class Job:
+    id: str
+    plan: Plan
+    name: str | None  # the entry's name, when one was asked for
+    detached: bool  # runs on whether or not anyone follows it
+    files: list[FileProgress]
+    status: str = "downloading"  # completed, failed, cancelled
+    error: str = ""
+    error_status: int = 0
+    model: str = ""  # the entry made
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    completed_at: datetime | None = None
+    followers: int = 0
+    task: asyncio.Task[None] | None = None
+    _samples: list[tuple[float, int]] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def total(self) -> int:
+        return sum(f.file.size for f in self.files)
+
+    @property
+    def done(self) -> int:
+        return sum(f.done for f in self.files)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "downloading"
+
+    def progressed(self, index: int, done: int) -> None:
+        self.files[index].done = done
+        now = time.monotonic()
+        self._samples = [s for s in self._samples if now - s[0] <= SPEED_WINDOW]
+        self._samples.append((now, self.done))
+        self.notify()
+
+    def notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def changed(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def speed(self) -> float:
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "job_id": self.id,
+            "status": self.status,
+            "repo": self.plan.ref.repo,
+            "quantization": self.plan.choice.label,
+            "alias": self.plan.alias,
+            "model": self.model or None,
+            "files": [{"path": f.file.path, "size": f.file.size, "downloaded": f.done} for f in self.files],
+            "total_size_bytes": self.total,
+            "downloaded_bytes": self.done,
+            "started_at": _iso(self.started_at),
+        }
+        if self.status == "downloading":
+            speed = self.speed()
+            data["bytes_per_second"] = round(speed, 1)
+            if speed > 0:
+                eta = datetime.now(UTC) + timedelta(seconds=(self.total - self.done) / speed)
+                data["estimated_completion"] = _iso(eta)
+        if self.completed_at is not None:
+            data["completed_at"] = _iso(self.completed_at)
+        if self.error:
+            data["error"] = self.error
+        return data
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+JOBS: dict[str, Job] = {}
+
+
+def get_job(job_id: str) -> Job | None:
+    return JOBS.get(job_id)
+
+
+def jobs() -> list[Job]:
+    return sorted(JOBS.values(), key=lambda j: j.started_at, reverse=True)
+
+
+def start(plan: Plan, *, name: str | None = None, detached: bool = True) -> Job:
+    """The job that downloads the plan's files: a running one for the same files, else a new
+    one. Call from the gateway's event loop."""
+    first = plan.choice.parts[0]
+    for job in JOBS.values():
+        if not job.finished and job.plan.ref.repo == plan.ref.repo and job.plan.choice.parts[0] == first:
+            job.detached = job.detached or detached
+            return job
+    job = Job(
+        id=f"job_{secrets.token_hex(5)}",
+        plan=plan,
+        name=name,
+        detached=detached,
+        files=[FileProgress(f) for f in plan.choice.files],
+    )
+    JOBS[job.id] = job
+    job.task = asyncio.get_running_loop().create_task(_run(job), name=f"download {job.id}")
+    _forget_old()
+    return job
+
+
+def _forget_old() -> None:
+    finished = [j for j in jobs() if j.finished]
+    for job in finished[KEEP_FINISHED:]:
+        JOBS.pop(job.id, None)
+
+
+def cancel(job: Job, *, discard: bool) -> None:
+    """Stop a running job; with `discard`, what it fetched so far goes too."""
+    if job.finished or job.task is None:
+        return
+    job.task.cancel()
+    job.status, job.error = "cancelled", "cancelled"
+    job.completed_at = datetime.now(UTC)
+    if discard:
+        for progress in job.files:
+            target = local_path(job.plan.ref.repo, progress.file)
+            target.with_name(target.name + ".part").unlink(missing_ok=True)
+    job.notify()
+
+
+async def _run(job: Job) -> None:
+    repo = job.plan.ref.repo
+    try:
+        need = sum(p.file.size for p in job.files if not local_path(repo, p.file).exists()) - sum(
+            _part_size(local_path(repo, p.file)) for p in job.files
+        )
+        folder = downloads_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            raise HubError(
+                f"not enough disk space in {folder}: {need} more bytes needed, {free} free", status=507
+            )
+        async with _client() as client:
+            for index, progress in enumerate(job.files):
+                target = local_path(repo, progress.file)
+                if target.exists() and target.stat().st_size == progress.file.size:
+                    job.progressed(index, progress.file.size)
+                    continue
+                await hub.fetch(
+                    client,
+                    settings.LLAMAPROXY_HF_ENDPOINT,
+                    repo,
+                    progress.file,
+                    target,
+                    lambda done, index=index: job.progressed(index, done),
+                )
+        job.model = await sync_to_async(register, thread_sensitive=False)(job.plan, job.name)
+        job.status = "completed"
+    except asyncio.CancelledError:
+        job.status, job.error = "cancelled", job.error or "cancelled"
+        raise
+    except HubError as exc:
+        job.status, job.error, job.error_status = "failed", exc.message, exc.status
+    except Exception as exc:
+        log.exception("download %s failed", job.id)
+        job.status, job.error, job.error_status = "failed", f"{type(exc).__name__}: {exc}", 500
+    finally:
+        job.completed_at = job.completed_at or datetime.now(UTC)
+        job.notify()
+
+
+def _part_size(target: Path) -> int:
+    try:
+        return target.with_name(target.name + ".part").stat().st_size
+    except OSError:
+        return 0
+
+
+@contextlib.asynccontextmanager
+async def following(job: Job) -> AsyncIterator[Job]:
+    """Follow a job (a pull streaming its progress). When the last follower of a job that a pull
+    started goes before it ends, the job stops; its `.part` files stay for the next pull."""
+    job.followers += 1
+    try:
+        yield job
+    finally:
+        job.followers -= 1
+        if job.followers == 0 and not job.detached and not job.finished:
+            cancel(job, discard=False)
+
+
+# --- the catalog side ---------------------------------------------------------------------------------
+
+
+def register(plan: Plan, name: str | None = None) -> str:
+    """Make the catalog entry for the plan's downloaded files (or find the one that has them) and
+    give it the plan's alias; returns its name."""
+    from models_catalog import services
+    from models_catalog.discovery import free_name, read_entry_file
+    from models_catalog.errors import CatalogError
+    from models_catalog.events import catalog_changed
+    from models_catalog.model_files import model_name_for_file
+    from models_catalog.models import CatalogModel, ModelAlias, RunnerSettings
+
+    first = plan.choice.parts[0]
+    path = str(local_path(plan.ref.repo, first))
+    entry = CatalogModel.objects.filter(path=path, base__isnull=True).first()
+    if entry is None:
+        taken = set(CatalogModel.objects.values_list("name", flat=True))
+        taken |= set(ModelAlias.objects.values_list("alias", flat=True))
+        if name:
+            name = check_free_name(name)
+        entry = CatalogModel(
+            name=name or free_name(model_name_for_file(path), taken),
+            path=path,
+            source=CatalogModel.Source.DOWNLOAD,
+        )
+        read_entry_file(entry)
+        if entry.state != CatalogModel.State.AVAILABLE:
+            raise HubError(
+                f"{first.path} is not a model llamaproxy can read: {entry.error or entry.state}", 502
+            )
+        if first.sha256 and len(plan.choice.parts) == 1:
+            entry.digest, entry.digest_mtime = f"sha256:{first.sha256}", os.stat(path).st_mtime
+        with transaction.atomic():
+            entry.save()
+            RunnerSettings.objects.create(model=entry)
+    try:
+        services.check_alias_free(entry, plan.alias)
+    except CatalogError:
+        pass  # the name is someone else's: the entry is reached by its own name
+    else:
+        ModelAlias.objects.get_or_create(alias=plan.alias, model=entry)
+    catalog_changed("download", names=[entry.name])
+    return entry.name
+
+
+def prune_download(path: str) -> bool:
+    """Delete a downloaded model's files once no entry uses them; then its folder's projector and
+    partial files once no entry has a file there, and the folders left empty."""
+    from models_catalog.model_files import split_parts
+    from models_catalog.models import CatalogModel
+
+    if not path or not is_download(path) or CatalogModel.objects.filter(path=path).exists():
+        return False
+    for part in split_parts(path):
+        Path(part).unlink(missing_ok=True)
+    folder = Path(path).parent
+    if not CatalogModel.objects.filter(path__startswith=f"{folder}{os.sep}").exists():
+        for leftover in folder.iterdir() if folder.is_dir() else ():
+            if leftover.is_file() and (leftover.name.endswith(".part") or "mmproj" in leftover.name.lower()):
+                leftover.unlink(missing_ok=True)
+    root = downloads_dir().resolve()
+    with contextlib.suppress(OSError):
+        while folder.resolve() != root and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return True
