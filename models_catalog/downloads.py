@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import transaction
 
 from models_catalog import hub
+from models_catalog.errors import CatalogError
 from models_catalog.hub import Choice, HubError, HubRef
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,6 @@ async def begin(ref: HubRef, *, name: str | None = None, detached: bool = True) 
 def check_free_name(name: str) -> str:
     """`name` when no model has it (as its name or an alias); CatalogError 409 otherwise."""
     from models_catalog import services
-    from models_catalog.errors import CatalogError
 
     name = name.strip()
     if not name or len(name) > 200:
@@ -323,7 +323,7 @@ async def _run(job: Job) -> None:
     except asyncio.CancelledError:
         job.status, job.error = "cancelled", job.error or "cancelled"
         raise
-    except HubError as exc:
+    except (HubError, CatalogError) as exc:
         job.status, job.error, job.error_status = "failed", exc.message, exc.status
     except Exception as exc:
         log.exception("download %s failed", job.id)
@@ -361,7 +361,6 @@ def register(plan: Plan, name: str | None = None) -> str:
     give it the plan's alias; returns its name."""
     from models_catalog import services
     from models_catalog.discovery import free_name, read_entry_file
-    from models_catalog.errors import CatalogError
     from models_catalog.events import catalog_changed
     from models_catalog.model_files import model_name_for_file
     from models_catalog.models import CatalogModel, ModelAlias, RunnerSettings

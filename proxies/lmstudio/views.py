@@ -211,6 +211,13 @@ async def download(request: HttpRequest) -> HttpResponse:
                 if exc.status != 404 or ref is None:
                     message = f"{exc.message}: {NOT_DOWNLOADABLE}" if exc.status == 404 else exc.message
                     raise FaceError(exc.status, message, exc.code, exc.param) from None
+        if key is not None and key.allowed_models:
+            raise FaceError(
+                403,
+                "this API key is limited to some models: it may not download others",
+                "permission_denied",
+                "model",
+            )
         try:
             started = await downloads.begin(ref, detached=True)
         except hub.HubError as exc:

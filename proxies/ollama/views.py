@@ -584,6 +584,8 @@ async def pull(request: HttpRequest) -> HttpResponse:
                 raise FaceError(501, NOT_BUILT["pull"]) if exc.status == 404 else exc from None
             started: downloads.Job | str = requested
         else:
+            if key is not None and key.allowed_models:
+                raise FaceError(403, "this API key is limited to some models: it may not pull others")
             started = await _hub_call(downloads.begin(ref, detached=False))
     except FaceError as exc:
         return face_error_response(exc)

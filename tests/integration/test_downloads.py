@@ -239,6 +239,21 @@ def test_what_cannot_be_pulled_gets_a_clear_error_in_each_faces_shape(client: ol
     ]
     assert "no model repository" in lines[-1]["error"]
 
+    # A key limited to some models may not bring others.
+    limited = manage(stack, "POST", "keys", json={"name": "limited", "allowed_models": ["x"]}).json()["key"]
+    refused = httpx.post(
+        f"{ollama_url}/api/pull",
+        json={"model": "hf.co/acme/Gated-GGUF"},
+        headers={"Authorization": f"Bearer {limited}"},
+    )
+    assert refused.status_code == 403 and "limited" in refused.json()["error"]
+    refused = httpx.post(
+        f"{stack.url('lmstudio')}/api/v1/models/download",
+        json={"model": "acme/Gated-GGUF"},
+        headers={"Authorization": f"Bearer {limited}"},
+    )
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
+
     # The token is sent: a gated repository the token may read is pulled.
     assert client.pull("hf.co/acme/Gated-GGUF", stream=False).status == "success"
 
