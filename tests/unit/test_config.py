@@ -119,3 +119,29 @@ def test_sizes_parse(text: str, expected: int) -> None:
 )
 def test_durations_parse(text: str, expected: int) -> None:
     assert parse_duration(text) == expected
+
+
+def test_the_hugging_face_hub_its_token_and_the_downloads_folder() -> None:
+    default = load_config({}, BASE)
+    assert default.hf_endpoint == "https://huggingface.co" and default.hf_token is None
+    assert default.downloads_dir is None  # settings.py: <home>/downloads
+    ours = load_config(
+        {
+            "LLAMAPROXY_HF_ENDPOINT": "http://mirror.local:8000/",
+            "HF_ENDPOINT": "https://elsewhere.example",
+            "LLAMAPROXY_HF_TOKEN": "hf_ours",
+            "HF_TOKEN": "hf_theirs",
+            "LLAMAPROXY_DOWNLOADS_DIR": "big/disk",
+        },
+        BASE,
+    )
+    assert ours.hf_endpoint == "http://mirror.local:8000" and ours.hf_token == "hf_ours"
+    assert ours.downloads_dir == BASE / "big/disk"
+    theirs = load_config({"HF_ENDPOINT": "https://hf-mirror.com", "HF_TOKEN": "hf_theirs"}, BASE)
+    assert theirs.hf_endpoint == "https://hf-mirror.com" and theirs.hf_token == "hf_theirs"
+    with pytest.raises(ConfigError) as bad:
+        load_config({"LLAMAPROXY_HF_ENDPOINT": "huggingface.co"}, BASE)
+    assert bad.value.variable == "LLAMAPROXY_HF_ENDPOINT"
+    with pytest.raises(ConfigError) as theirs_bad:
+        load_config({"HF_ENDPOINT": "ftp://x"}, BASE)
+    assert theirs_bad.value.variable == "HF_ENDPOINT"
