@@ -228,7 +228,7 @@ async def hub_files(request: HttpRequest, repo: str) -> Any:
 
     def listed() -> list[dict[str, Any]]:
         return [
-            {**c.as_dict(), "downloaded": downloads.downloaded_entry(downloads.Plan(ref, c, ()))}
+            {**c.as_dict(), "downloaded": downloads.downloaded_entry(downloads.hub_plan(ref, c))}
             for c in options
         ]
 

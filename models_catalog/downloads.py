@@ -68,60 +68,96 @@ def is_download(path: str | Path) -> bool:
     return True
 
 
-# --- finding what a reference asks for ------------------------------------------------------------
+# --- what is downloaded ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One file to fetch: where from, what it is (size and sha256 to check), where it goes."""
+
+    url: str
+    file: hub.HubFile
+    target: Path
 
 
 @dataclass(frozen=True)
 class Plan:
-    ref: HubRef
-    choice: Choice
-    options: tuple[Choice, ...]
+    """What one download brings: the model's file(s) and its projector, and how the catalog
+    entry is made of them. Made from a Hugging Face choice (`hub_plan`) or, for the Ollama face,
+    an Ollama registry manifest (models_catalog/registry.py)."""
+
+    source: str  # "huggingface" or "ollama"
+    repo: str  # shown: "acme/Tiny-GGUF", "library/llama3.2"
+    label: str  # shown: the quantization or the tag
+    alias: str  # the name clients asked for and use: `hf.co/<repo>:<tag>`, `llama3.2:1b`
+    files: tuple[Remote, ...]  # the model's parts first, then its projector
+    name: str = ""  # the entry's own name ("" = the file's, as a scan names it)
+    parameters: dict[str, Any] = field(default_factory=dict, compare=False)  # runner parameters
+    sampling: dict[str, Any] = field(default_factory=dict, compare=False)  # sampling defaults
+    refused: Any = field(default=None, compare=False)  # response → HubError, for `hub.fetch`
 
     @property
-    def alias(self) -> str:
-        """The name Ollama's clients use: `hf.co/<repo>:<tag>`, `hf.co/<repo>` for the default."""
-        return self.ref.name
+    def model_path(self) -> Path:
+        return self.files[0].target
 
 
-def _client() -> httpx.AsyncClient:
+def _client(token: str | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        headers=hub.hub_headers(settings.LLAMAPROXY_HF_TOKEN),
+        headers=hub.hub_headers(token),
         follow_redirects=True,
         timeout=httpx.Timeout(30.0, connect=10.0),
     )
 
 
 async def repository_choices(repo: str) -> list[Choice]:
-    async with _client() as client:
+    async with _client(settings.LLAMAPROXY_HF_TOKEN) as client:
         return hub.choices(await hub.list_files(client, settings.LLAMAPROXY_HF_ENDPOINT, repo))
+
+
+def hub_plan(ref: HubRef, choice: Choice) -> Plan:
+    endpoint = settings.LLAMAPROXY_HF_ENDPOINT
+    return Plan(
+        source="huggingface",
+        repo=ref.repo,
+        label=choice.label,
+        alias=ref.name,
+        files=tuple(
+            Remote(hub.file_url(endpoint, ref.repo, f.path), f, local_path(ref.repo, f)) for f in choice.files
+        ),
+        refused=hub.refusal_of(ref.repo),
+    )
 
 
 async def plan(ref: HubRef) -> Plan:
     """The files `ref` names, asked of the hub (HubError when the repository or the
     quantization is not there)."""
     options = await repository_choices(ref.repo)
-    return Plan(ref, hub.select(options, ref), tuple(options))
+    return hub_plan(ref, hub.select(options, ref))
 
 
 def downloaded_entry(plan: Plan) -> str | None:
     """The catalog name of the entry that has the plan's files already, if one does."""
     from models_catalog.models import CatalogModel
 
-    path = str(local_path(plan.ref.repo, plan.choice.parts[0]))
+    path = str(plan.model_path)
     entry = CatalogModel.objects.filter(path=path, base__isnull=True).first()
     return entry.name if entry is not None and os.path.exists(path) else None
 
 
 async def begin(ref: HubRef, *, name: str | None = None, detached: bool = True) -> Job | str:
-    """What a pull or a download request gets: the name of the entry that has what `ref` names
-    already (its alias added if it had not), else the job that downloads it. HubError when the
-    hub has no such model; CatalogError when `name` is taken."""
-    existing = await sync_to_async(_aliased_entry, thread_sensitive=False)(ref.name)
+    """What a pull or a download request for a Hugging Face model gets: the name of the entry
+    that has what `ref` names already (its alias added if it had not), else the job that
+    downloads it. HubError when the hub has no such model; CatalogError when `name` is taken."""
+    existing = await sync_to_async(aliased_entry, thread_sensitive=False)(ref.name)
     if existing is not None:
         return existing
     if name:
         name = await sync_to_async(check_free_name, thread_sensitive=False)(name)
-    found = await plan(ref)
+    return await begin_plan(await plan(ref), name=name, detached=detached)
+
+
+async def begin_plan(found: Plan, *, name: str | None = None, detached: bool = True) -> Job | str:
+    """The job that downloads `found`, or the name of the entry that has its files already."""
     if await sync_to_async(downloaded_entry, thread_sensitive=False)(found) is not None:
         return await sync_to_async(register, thread_sensitive=False)(found, name)
     return start(found, name=name, detached=detached)
@@ -139,14 +175,18 @@ def check_free_name(name: str) -> str:
     return name
 
 
-def _aliased_entry(alias: str) -> str | None:
-    """The entry that a download gave `alias` (any case), while its file is there."""
-    from models_catalog.models import ModelAlias
+def aliased_entry(name: str) -> str | None:
+    """The entry whose name or alias is `name` (any case, not a near match), while its file is
+    there: what a pull of that name finds already done."""
+    from models_catalog.models import CatalogModel, ModelAlias
 
-    found = ModelAlias.objects.filter(alias__iexact=alias).select_related("model").first()
-    if found is None or not os.path.exists(found.model.path):
+    entry = CatalogModel.objects.filter(name__iexact=name).first()
+    if entry is None:
+        alias = ModelAlias.objects.filter(alias__iexact=name).select_related("model").first()
+        entry = alias.model if alias is not None else None
+    if entry is None or not os.path.exists(entry.path):
         return None
-    return found.model.name
+    return entry.name
 
 
 # --- jobs -------------------------------------------------------------------------------------------
@@ -154,8 +194,12 @@ def _aliased_entry(alias: str) -> str | None:
 
 @dataclass
 class FileProgress:
-    file: hub.HubFile
+    remote: Remote
     done: int = 0
+
+    @property
+    def file(self) -> hub.HubFile:
+        return self.remote.file
 
 
 @dataclass
@@ -213,8 +257,9 @@ class Job:
         data: dict[str, Any] = {
             "job_id": self.id,
             "status": self.status,
-            "repo": self.plan.ref.repo,
-            "quantization": self.plan.choice.label,
+            "source": self.plan.source,
+            "repo": self.plan.repo,
+            "quantization": self.plan.label,
             "alias": self.plan.alias,
             "model": self.model or None,
             "files": [{"path": f.file.path, "size": f.file.size, "downloaded": f.done} for f in self.files],
@@ -253,9 +298,8 @@ def jobs() -> list[Job]:
 def start(plan: Plan, *, name: str | None = None, detached: bool = True) -> Job:
     """The job that downloads the plan's files: a running one for the same files, else a new
     one. Call from the gateway's event loop."""
-    first = plan.choice.parts[0]
     for job in JOBS.values():
-        if not job.finished and job.plan.ref.repo == plan.ref.repo and job.plan.choice.parts[0] == first:
+        if not job.finished and job.plan.model_path == plan.model_path:
             job.detached = job.detached or detached
             return job
     job = Job(
@@ -263,7 +307,7 @@ def start(plan: Plan, *, name: str | None = None, detached: bool = True) -> Job:
         plan=plan,
         name=name,
         detached=detached,
-        files=[FileProgress(f) for f in plan.choice.files],
+        files=[FileProgress(r) for r in plan.files],
     )
     JOBS[job.id] = job
     job.task = asyncio.get_running_loop().create_task(_run(job), name=f"download {job.id}")
@@ -286,17 +330,16 @@ def cancel(job: Job, *, discard: bool) -> None:
     job.completed_at = datetime.now(UTC)
     if discard:
         for progress in job.files:
-            target = local_path(job.plan.ref.repo, progress.file)
+            target = progress.remote.target
             target.with_name(target.name + ".part").unlink(missing_ok=True)
     job.notify()
 
 
 async def _run(job: Job) -> None:
-    repo = job.plan.ref.repo
     try:
-        need = sum(p.file.size for p in job.files if not local_path(repo, p.file).exists()) - sum(
-            _part_size(local_path(repo, p.file)) for p in job.files
-        )
+        targets = [p.remote.target for p in job.files]
+        need = sum(p.file.size for p in job.files if not p.remote.target.exists())
+        need -= sum(_part_size(t) for t in targets)
         folder = downloads_dir()
         folder.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(folder).free
@@ -304,19 +347,22 @@ async def _run(job: Job) -> None:
             raise HubError(
                 f"not enough disk space in {folder}: {need} more bytes needed, {free} free", status=507
             )
-        async with _client() as client:
+        token = settings.LLAMAPROXY_HF_TOKEN if job.plan.source == "huggingface" else None
+        async with _client(token) as client:
             for index, progress in enumerate(job.files):
-                target = local_path(repo, progress.file)
+                target = progress.remote.target
+                if not target.exists():
+                    await sync_to_async(_link_known, thread_sensitive=False)(progress.file, target)
                 if target.exists() and target.stat().st_size == progress.file.size:
                     job.progressed(index, progress.file.size)
                     continue
                 await hub.fetch(
                     client,
-                    settings.LLAMAPROXY_HF_ENDPOINT,
-                    repo,
+                    progress.remote.url,
                     progress.file,
                     target,
                     lambda done, index=index: job.progressed(index, done),
+                    job.plan.refused or hub.refusal_of(job.plan.repo),
                 )
         job.model = await sync_to_async(register, thread_sensitive=False)(job.plan, job.name)
         job.status = "completed"
@@ -331,6 +377,22 @@ async def _run(job: Job) -> None:
     finally:
         job.completed_at = job.completed_at or datetime.now(UTC)
         job.notify()
+
+
+def _link_known(file: hub.HubFile, target: Path) -> None:
+    """A file with this sha256 that is here already (a blob, a model whose digest is known: the
+    same weights under another tag) becomes the target by a hard link, so it is not fetched
+    again; where linking is not possible it is fetched."""
+    from models_catalog.blobs import find_blob
+
+    if not file.sha256:
+        return
+    known = find_blob(f"sha256:{file.sha256}")
+    if known is None or known.stat().st_size != file.size:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.link(known, target)
 
 
 def _part_size(target: Path) -> int:
@@ -357,43 +419,45 @@ async def following(job: Job) -> AsyncIterator[Job]:
 
 
 def register(plan: Plan, name: str | None = None) -> str:
-    """Make the catalog entry for the plan's downloaded files (or find the one that has them) and
-    give it the plan's alias; returns its name."""
+    """Make the catalog entry for the plan's downloaded files (or find the one that has them)
+    and give it the plan's alias when that is not its name; returns its name."""
     from models_catalog import services
     from models_catalog.discovery import free_name, read_entry_file
     from models_catalog.events import catalog_changed
     from models_catalog.model_files import model_name_for_file
-    from models_catalog.models import CatalogModel, ModelAlias, RunnerSettings
+    from models_catalog.models import CatalogModel, ModelAlias
 
-    first = plan.choice.parts[0]
-    path = str(local_path(plan.ref.repo, first))
+    first = plan.files[0]
+    path = str(first.target)
     entry = CatalogModel.objects.filter(path=path, base__isnull=True).first()
     if entry is None:
         taken = set(CatalogModel.objects.values_list("name", flat=True))
         taken |= set(ModelAlias.objects.values_list("alias", flat=True))
-        if name:
-            name = check_free_name(name)
+        name = check_free_name(name) if name else None
         entry = CatalogModel(
-            name=name or free_name(model_name_for_file(path), taken),
+            name=name or free_name(plan.name or model_name_for_file(path), taken),
             path=path,
             source=CatalogModel.Source.DOWNLOAD,
         )
         read_entry_file(entry)
         if entry.state != CatalogModel.State.AVAILABLE:
             raise HubError(
-                f"{first.path} is not a model llamaproxy can read: {entry.error or entry.state}", 502
+                f"{first.file.path} is not a model llamaproxy can read: {entry.error or entry.state}", 502
             )
-        if first.sha256 and len(plan.choice.parts) == 1:
-            entry.digest, entry.digest_mtime = f"sha256:{first.sha256}", os.stat(path).st_mtime
+        if first.file.sha256 and entry.split_count == 1:
+            entry.digest, entry.digest_mtime = f"sha256:{first.file.sha256}", os.stat(path).st_mtime
+        settings_ = services.new_settings(None, plan.parameters, plan.sampling)
         with transaction.atomic():
             entry.save()
-            RunnerSettings.objects.create(model=entry)
-    try:
-        services.check_alias_free(entry, plan.alias)
-    except CatalogError:
-        pass  # the name is someone else's: the entry is reached by its own name
-    else:
-        ModelAlias.objects.get_or_create(alias=plan.alias, model=entry)
+            settings_.model = entry
+            settings_.save()
+    if plan.alias.lower() != entry.name.lower():
+        try:
+            services.check_alias_free(entry, plan.alias)
+        except CatalogError:
+            pass  # the name is someone else's: the entry is reached by its own name
+        else:
+            ModelAlias.objects.get_or_create(alias=plan.alias, model=entry)
     catalog_changed("download", names=[entry.name])
     return entry.name
 

@@ -280,18 +280,23 @@ def file_url(endpoint: str, repo: str, path: str) -> str:
     return f"{endpoint}/{repo}/resolve/{REVISION}/{quote(path)}"
 
 
+def refusal_of(repo: str) -> Callable[[httpx.Response], HubError]:
+    return lambda response: _refusal(response, repo)
+
+
 async def fetch(
     client: httpx.AsyncClient,
-    endpoint: str,
-    repo: str,
+    url: str,
     file: HubFile,
     target: Path,
     progress: Callable[[int], None],
+    refused: Callable[[httpx.Response], HubError],
 ) -> None:
-    """Download `file` to `target`: into `<target>.part` first, going on from what an earlier try
-    left there (a Range request) and again after a dropped connection; the whole file is checked
-    against its size and sha256 before it takes its name. `progress(bytes so far)` is called as
-    it comes."""
+    """Download `file` from `url` to `target`: into `<target>.part` first, going on from what an
+    earlier try left there (a Range request) and again after a dropped connection; the whole
+    file is checked against its size and sha256 before it takes its name. `progress(bytes so
+    far)` is called as it comes; `refused(response)` says why an answer other than the file's
+    bytes is an error. (Ollama's registry is fetched from the same way.)"""
     partial = target.with_name(target.name + ".part")
     target.parent.mkdir(parents=True, exist_ok=True)
     hasher = hashlib.sha256()
@@ -301,11 +306,11 @@ async def fetch(
     while have < file.size or file.size == 0:
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
-            async with client.stream("GET", file_url(endpoint, repo, file.path), headers=headers) as response:
+            async with client.stream("GET", url, headers=headers) as response:
                 if response.status_code == 416 and have:  # the part is already whole
                     break
                 if response.status_code not in (200, 206):
-                    raise _refusal(response, repo)
+                    raise refused(response)
                 if response.status_code == 200 and have:  # no ranges here: start over
                     have, hasher = 0, hashlib.sha256()
                     await asyncio.to_thread(partial.write_bytes, b"")

@@ -105,7 +105,7 @@ def create_variant(
     base = get_model(base_name)
     name = _creatable_name(name, base)
     parameters = _file_template_unset(parameters, base.chat_template)
-    settings = _new_settings(settings_of(base), parameters, sampling, adapters)
+    settings = new_settings(settings_of(base), parameters, sampling, adapters)
     return _created(name, lambda: base.new_variant(name, CatalogModel.Source.MANUAL), settings)
 
 
@@ -140,7 +140,7 @@ def create_from_file(
             )
         if digest:
             entry.digest, entry.digest_mtime = digest, os.stat(path).st_mtime
-    settings = _new_settings(
+    settings = new_settings(
         source_settings, _file_template_unset(parameters, entry.chat_template), sampling, adapters
     )
 
@@ -183,7 +183,7 @@ def _creatable_name(name: str, base: CatalogModel | None = None) -> str:
     return name
 
 
-def _new_settings(
+def new_settings(
     source: RunnerSettings | None,
     parameters: dict[str, Any],
     sampling: dict[str, Any],
