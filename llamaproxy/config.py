@@ -79,6 +79,7 @@ class Config:
     hf_endpoint: str = "https://huggingface.co"
     hf_token: str | None = None
     downloads_dir: Path | None = None  # None: <home>/downloads
+    ollama_registry: str = "https://registry.ollama.ai"
 
     def enabled_faces(self) -> dict[str, int]:
         return {face: port for face, port in self.ports.items() if port}
@@ -256,4 +257,5 @@ def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
         downloads_dir=_resolve(get("LLAMAPROXY_DOWNLOADS_DIR") or "", base_dir)
         if get("LLAMAPROXY_DOWNLOADS_DIR")
         else None,
+        ollama_registry=parse("LLAMAPROXY_OLLAMA_REGISTRY", _parse_endpoint, "https://registry.ollama.ai"),
     )

@@ -179,6 +179,7 @@ RUNNER_LOG_DIR: Path = LOG_DIR / "runners"
 LLAMAPROXY_HF_ENDPOINT: str = CONFIG.hf_endpoint
 LLAMAPROXY_HF_TOKEN: str | None = CONFIG.hf_token
 LLAMAPROXY_DOWNLOADS_DIR: Path = CONFIG.downloads_dir or LLAMAPROXY_HOME / "downloads"
+LLAMAPROXY_OLLAMA_REGISTRY: str = CONFIG.ollama_registry
 BACKUP_DIR: Path = LLAMAPROXY_HOME / "backups"
 BACKUP_KEEP: int = CONFIG.backup_keep
 

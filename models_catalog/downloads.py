@@ -156,6 +156,55 @@ async def begin(ref: HubRef, *, name: str | None = None, detached: bool = True) 
     return await begin_plan(await plan(ref), name=name, detached=detached)
 
 
+async def registry_manifest(ref: Any) -> tuple[Any, dict[str, bytes]]:
+    """The manifest of the Ollama registry model `ref` (models_catalog/registry.py) and its small
+    layers' contents (params, system, messages); HubError when the registry has no such model."""
+    from models_catalog import registry
+
+    async with _client() as client:
+        manifest = await registry.fetch_manifest(client, settings.LLAMAPROXY_OLLAMA_REGISTRY, ref)
+        contents = {
+            kind: await registry.fetch_small(client, settings.LLAMAPROXY_OLLAMA_REGISTRY, ref, layer)
+            for kind, layer in manifest.small.items()
+        }
+    return manifest, contents
+
+
+def registry_plan(ref: Any, manifest: Any, parameters: dict[str, Any], sampling: dict[str, Any]) -> Plan:
+    """The download of a registry model: its GGUF and projector layers into
+    `ollama/<registry host>/<namespace>/<model>/<tag>/`, an entry named as Ollama names it
+    (`/` as `-`, with Ollama's name as an alias) and the settings its layers hold."""
+    from urllib.parse import urlparse
+
+    from models_catalog import registry
+
+    base = ref.base_url(settings.LLAMAPROXY_OLLAMA_REGISTRY)
+    host = ref.host or urlparse(settings.LLAMAPROXY_OLLAMA_REGISTRY).netloc.replace(":", "_")
+    folder = downloads_dir() / "ollama" / host / ref.namespace / ref.model / ref.tag
+    layers = [(manifest.model, f"{ref.model}-{ref.tag}.gguf")]
+    if manifest.projector is not None:
+        layers.append((manifest.projector, f"mmproj-{ref.model}-{ref.tag}.gguf"))
+    files = tuple(
+        Remote(
+            f"{base}/blobs/{layer.digest}",
+            hub.HubFile(file_name, layer.size, layer.sha256),
+            folder / file_name,
+        )
+        for layer, file_name in layers
+    )
+    return Plan(
+        source="ollama",
+        repo=f"{ref.namespace}/{ref.model}",
+        label=ref.tag,
+        alias=ref.name,
+        files=files,
+        name=ref.entry_name,
+        parameters=parameters,
+        sampling=sampling,
+        refused=registry.refusal_of(ref.name),
+    )
+
+
 async def begin_plan(found: Plan, *, name: str | None = None, detached: bool = True) -> Job | str:
     """The job that downloads `found`, or the name of the entry that has its files already."""
     if await sync_to_async(downloaded_entry, thread_sensitive=False)(found) is not None:

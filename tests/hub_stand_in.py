@@ -11,6 +11,12 @@ internet in tests): the parts of its HTTP interface llamaproxy uses, over real s
 
 It can break the first transfer of a file halfway (`break_once`), as a dropped connection
 does, and serve a repository slowly (`slow`), so that tests can see resumption and cancellation.
+
+It is Ollama's registry too (`registry_root/<namespace>/<model>/<tag>/` holding `model.gguf`
+and, where given, `projector.gguf`, `params.json`, `system.txt`, `messages.json`,
+`template.txt`, `license.txt`): `GET /v2/<namespace>/<model>/manifests/<tag>` answers the
+manifest of those layers (404 for another), `GET /v2/.../blobs/sha256:<hex>` redirects to the
+layer's bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class StandInHub:
     break_once: set[str] = field(default_factory=set)  # "<owner>/<repo>/<path>" to cut short once
     slow: set[str] = field(default_factory=set)  # repositories served a chunk per `chunk_delay`
     chunk_delay: float = 0.25
+    registry_root: Path | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header)
     server: ThreadingHTTPServer | None = None
 
@@ -89,7 +96,65 @@ class StandInHub:
             return self._send(request, 302, b"", {"Location": f"{self.url}/cdn/{repo}/{path}"})
         if parts[0] == "cdn" and len(parts) >= 4:
             return self._file(request, "/".join(parts[1:3]), "/".join(parts[3:]))
+        if parts[0] == "v2" and len(parts) == 5 and parts[3] in ("manifests", "blobs"):
+            return self._registry(request, parts[1], parts[2], parts[3], parts[4])
+        if parts[0] == "registry-cdn" and len(parts) == 2:
+            layer = self._layers_by_digest().get(parts[1])
+            if layer is None:
+                return self._send(request, 404, b"not found")
+            return self._send(request, 200, layer.read_bytes(), {"Content-Type": "application/octet-stream"})
         self._send(request, 404, b"not found")
+
+    # --- Ollama's registry ---------------------------------------------------------------------
+
+    LAYER_FILES = {
+        "model.gguf": "application/vnd.ollama.image.model",
+        "projector.gguf": "application/vnd.ollama.image.projector",
+        "params.json": "application/vnd.ollama.image.params",
+        "system.txt": "application/vnd.ollama.image.system",
+        "messages.json": "application/vnd.ollama.image.messages",
+        "template.txt": "application/vnd.ollama.image.template",
+        "license.txt": "application/vnd.ollama.image.license",
+    }
+
+    def _layers_by_digest(self) -> dict[str, Path]:
+        if self.registry_root is None:
+            return {}
+        return {
+            "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest(): p
+            for p in self.registry_root.rglob("*")
+            if p.is_file() and p.name in self.LAYER_FILES
+        }
+
+    def _registry(
+        self, request: BaseHTTPRequestHandler, namespace: str, model: str, what: str, ref: str
+    ) -> None:
+        if self.registry_root is None:
+            return self._send(request, 404, b"not found")
+        if what == "blobs":
+            if ref not in self._layers_by_digest():
+                return self._send(request, 404, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
+            return self._send(request, 307, b"", {"Location": f"{self.url}/registry-cdn/{ref}"})
+        folder = self.registry_root / namespace / model / ref
+        if not (folder / "model.gguf").is_file():
+            return self._send(request, 404, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+        layers = []
+        for name, media_type in self.LAYER_FILES.items():
+            if (folder / name).is_file():
+                data = (folder / name).read_bytes()
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                layers.append({"mediaType": media_type, "digest": digest, "size": len(data)})
+        config = {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": "sha256:" + "0" * 64,
+        }
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {**config, "size": 2},
+            "layers": layers,
+        }
+        self._send(request, 200, json.dumps(manifest).encode(), {"Content-Type": manifest["mediaType"]})
 
     def _refused(self, request: BaseHTTPRequestHandler, repo: str) -> bool:
         if not (self.root / repo).is_dir():

@@ -148,6 +148,29 @@ def create_settings(parsed: CreateRequest) -> tuple[dict[str, Any], dict[str, An
     return runner, sampling
 
 
+def pulled_settings(
+    params: dict[str, Any], system: str, messages: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The runner parameters and sampling defaults of a model pulled from Ollama's registry: its
+    `params` layer (a Modelfile's PARAMETERs), `system` and `messages`, what llamaproxy can keep
+    of them (a value it cannot take is left out, not refused: the pull goes on)."""
+    keep = {
+        name: value
+        for name, value in params.items()
+        if value is not None and (name in RUNNER_OPTIONS or _stored_as(name) in SAMPLING_PARAMS)
+    }
+    request = CreateRequest(parameters={}, system=system or None, messages=messages or None)
+    runner, sampling = create_settings(request)
+    for name, value in keep.items():
+        try:
+            options = split_options({name: value})
+        except TranslationError:
+            continue
+        runner.update(options.runner_params)
+        sampling.update(options.sampling)
+    return runner, sampling
+
+
 # `{{ .Prompt }}`, `{{ if .System }}`, `{{- range .Messages }}`, `{{ end }}`: Go's text/template,
 # which Jinja never writes (its names do not start with a dot, and it closes blocks with {% %}).
 _GO_TEMPLATE = re.compile(r"\{\{-?\s*(?:(?:(?:else\s+)?if|range|with)\s+)?(?:\.[A-Za-z]|\$\.|end\s*-?\}\})")

@@ -530,9 +530,8 @@ async def copy(request: HttpRequest) -> HttpResponse:
 async def delete(request: HttpRequest) -> HttpResponse:
     """`ollama rm`: removes an alias, or the catalog entry; the model's file stays where it is
     (unless llamaproxy made it: a created model's blob, a download, once no entry uses it). The
-    last `hf.co/...` name of a model pulled from Hugging Face removes the model."""
+    last alias of a downloaded model (the `hf.co/...` name it was pulled by) removes the model."""
     from models_catalog.downloads import is_download
-    from models_catalog.hub import parse_reference
 
     ctx = new_context(request, "delete")
     try:
@@ -543,8 +542,7 @@ async def delete(request: HttpRequest) -> HttpResponse:
         alias = next(
             (a for a in model.aliases if a.lower() in (name.lower(), parsed.model_name.lower())), None
         )
-        hub_names = [a for a in model.aliases if parse_reference(a) is not None]
-        if alias is not None and not (hub_names == [alias] and is_download(model.path)):
+        if alias is not None and not (list(model.aliases) == [alias] and is_download(model.path)):
             await catalog_service("remove_alias", model.name, alias)
         else:
             await scheduler_unload(model.name)
@@ -555,9 +553,6 @@ async def delete(request: HttpRequest) -> HttpResponse:
 
 
 NOT_BUILT = {
-    "pull": "llamaproxy pulls models from Hugging Face: hf.co/<user>/<repository>[:quantization] "
-    "(the Ollama library's names are not pulled); or put the GGUF file in a models folder "
-    "(LLAMAPROXY_MODELS_DIRS) and rescan from the dashboard",
     "push": "pushing models is not supported by llamaproxy",
 }
 
@@ -565,9 +560,10 @@ NOT_BUILT = {
 @api.post("/api/pull", include_in_schema=False)
 async def pull(request: HttpRequest) -> HttpResponse:
     """`ollama pull`: a model in the catalog is there already (tools pull before use); a Hugging
-    Face model (`hf.co/<user>/<repo>[:quantization]`) is downloaded by a job that this request
-    follows, streaming Ollama's progress lines (see models_catalog/downloads.py)."""
-    from models_catalog import downloads, hub
+    Face model (`hf.co/<user>/<repo>[:quantization]`) or one of Ollama's registry (`llama3.2:1b`)
+    is downloaded by a job that this request follows, streaming Ollama's progress lines (see
+    models_catalog/downloads.py)."""
+    from models_catalog import downloads, hub, registry
 
     ctx = new_context(request, "pull")
     try:
@@ -577,20 +573,40 @@ async def pull(request: HttpRequest) -> HttpResponse:
         if not requested:
             raise FaceError(400, "model is required")
         ref = hub.parse_reference(requested)
-        if ref is None:
-            try:
-                await resolve(requested, key)
-            except FaceError as exc:
-                raise FaceError(501, NOT_BUILT["pull"]) if exc.status == 404 else exc from None
-            started: downloads.Job | str = requested
-        else:
-            if key is not None and key.allowed_models:
-                raise FaceError(403, "this API key is limited to some models: it may not pull others")
+        reg = registry.parse_name(requested) if ref is None else None
+        names = [requested, _untagged(requested)] + ([reg.name, reg.entry_name] if reg else [])
+        here = None if ref is not None else await _pulled_already(names)
+        if here is not None:
+            await resolve(here, key)  # (a key limited to other models may not have it either)
+            started: downloads.Job | str = here
+        elif ref is None and reg is None:
+            raise FaceError(400, f'invalid model name "{requested}"')
+        elif key is not None and key.allowed_models:
+            raise FaceError(403, "this API key is limited to some models: it may not pull others")
+        elif ref is not None:
             started = await _hub_call(downloads.begin(ref, detached=False))
+        else:
+            assert reg is not None
+            manifest, contents = await _hub_call(downloads.registry_manifest(reg))
+            params, system, messages = registry.settings_from_layers(contents)
+            runner_params, sampling = t.pulled_settings(params, system, messages)
+            plan = downloads.registry_plan(reg, manifest, runner_params, sampling)
+            started = await _hub_call(downloads.begin_plan(plan, detached=False))
     except FaceError as exc:
         return face_error_response(exc)
     steps = _pull_steps(started) if isinstance(started, downloads.Job) else _pulled()
     return await _create_response(steps, stream=parsed.stream is not False)
+
+
+async def _pulled_already(names: list[str]) -> str | None:
+    """The catalog entry one of `names` is (exactly, in any case), if its file is here."""
+    from models_catalog.downloads import aliased_entry
+
+    for name in dict.fromkeys(n for n in names if n):
+        found = await sync_to_async(aliased_entry, thread_sensitive=False)(name)
+        if found is not None:
+            return found
+    return None
 
 
 async def _hub_call(call: Any) -> Any:

@@ -196,8 +196,9 @@ def stack_env(root: Path, llama_server: Path, **overrides: str) -> tuple[dict[st
             "LLAMAPROXY_MODELS_DIRS": str(root / "models"),
             "LLAMAPROXY_LLAMA_SERVER": str(llama_server),
             "LLAMAPROXY_ENV_FILE": str(root / "none.env"),
-            # No test reaches the internet: the hub's address refuses (test_downloads.py has a stand-in).
+            # No test reaches the internet: these addresses refuse (test_downloads.py has stand-ins).
             "LLAMAPROXY_HF_ENDPOINT": "http://127.0.0.1:9",
+            "LLAMAPROXY_OLLAMA_REGISTRY": "http://127.0.0.1:9",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -49,7 +49,24 @@ def hub(tmp_path_factory) -> StandInHub:
     write_tiny_model(root / "acme/Slow-GGUF/slow-Q4_K_M.gguf", name="slow", seed=7)
     (root / "acme/Safetensors-Only").mkdir(parents=True)
     (root / "acme/Safetensors-Only/model.safetensors").write_bytes(b"\0" * 64)
-    server = StandInHub(root, gated={"acme/Gated-GGUF": TOKEN, "acme/Secret-GGUF": "another-token"})
+    registry = tmp_path_factory.mktemp("registry")
+    tiny = registry / "library/tinyllama/latest"
+    write_tiny_model(tiny / "model.gguf", name="tinyllama", seed=8, file_type="Q8_0")
+    (tiny / "params.json").write_text(
+        json.dumps({"stop": ["<|im_end|>"], "temperature": 0.3, "num_ctx": 512, "use_mmap": True})
+    )
+    (tiny / "system.txt").write_text("You are tiny.")
+    (tiny / "template.txt").write_text("{{ .Prompt }}")  # Ollama's Go template: not used
+    (tiny / "license.txt").write_text("MIT")
+    same = registry / "library/tinyllama/1b"  # another tag of the same weights
+    same.mkdir(parents=True)
+    (same / "model.gguf").write_bytes((tiny / "model.gguf").read_bytes())
+    vision = registry / "someone/tinyvision/latest"
+    write_tiny_model(vision / "model.gguf", name="tinyvision", seed=9, file_type="Q8_0")
+    write_mmproj(vision / "projector.gguf")
+    server = StandInHub(
+        root, gated={"acme/Gated-GGUF": TOKEN, "acme/Secret-GGUF": "another-token"}, registry_root=registry
+    )
     server.start()
     yield server
     server.stop()
@@ -61,7 +78,11 @@ def stack(tmp_path_factory, llama_server_binary, hub):
 
     root = tmp_path_factory.mktemp("downloads-stack")
     env, ports = stack_env(
-        root, llama_server_binary, LLAMAPROXY_HF_ENDPOINT=hub.url, LLAMAPROXY_HF_TOKEN=TOKEN
+        root,
+        llama_server_binary,
+        LLAMAPROXY_HF_ENDPOINT=hub.url,
+        LLAMAPROXY_HF_TOKEN=TOKEN,
+        LLAMAPROXY_OLLAMA_REGISTRY=hub.url,
     )
     stack = Stack(root=root, env=env, ports=ports)
     stack.prepare_catalog()
@@ -224,7 +245,8 @@ def test_what_cannot_be_pulled_gets_a_clear_error_in_each_faces_shape(client: ol
         ({"model": f"hf.co/{CHAT}:Q2_K"}, 404, "has no Q2_K file; it has Q4_K_M, Q8_0"),
         ({"model": "hf.co/acme/Safetensors-Only"}, 404, "has no GGUF model files"),
         ({"model": "hf.co/acme/Secret-GGUF"}, 403, "LLAMAPROXY_HF_TOKEN"),
-        ({"model": "llama3.2"}, 501, "hf.co/<user>/<repository>"),
+        ({"model": "no-such-model:7b"}, 404, "pull model manifest: file does not exist"),
+        ({"model": "Not a name!"}, 400, "invalid model name"),
         ({"model": ""}, 400, "model is required"),
         (b'{"model": ', 400, ""),
     ]
@@ -352,3 +374,52 @@ def test_the_manage_api_lists_a_repositorys_choices_downloads_under_a_name_and_c
         assert response.json()["error"]["field"].endswith(field), (body, response.text)
     assert manage(stack, "GET", "downloads/job_nothing").status_code == 404
     assert manage(stack, "GET", "hub/files", params={"repo": "acme/Safetensors-Only"}).status_code == 404
+
+
+def test_pull_of_a_registry_model_fetches_its_gguf_with_its_parameters_and_system_prompt(
+    client: ollama.Client, stack, hub: StandInHub
+) -> None:
+    events = [dict(e) for e in client.pull("tinyllama", stream=True)]
+    assert events[0]["status"] == "pulling manifest" and events[-1]["status"] == "success"
+    layer = hub.registry_root / "library/tinyllama/latest/model.gguf"
+    assert any(e.get("digest") == f"sha256:{sha256(layer)}" and e["completed"] == e["total"] for e in events)
+
+    model = entry(stack, "tinyllama")
+    assert model["name"] == "tinyllama" and model["source"] == "download" and model["aliases"] == []
+    file = Path(model["path"])
+    assert file.name == "tinyllama-latest.gguf" and file.parent.parts[-3:] == (
+        "library",
+        "tinyllama",
+        "latest",
+    )
+    assert model["digest"] == f"sha256:{sha256(layer)}"
+    settings = model["settings"]
+    assert settings["parameters"]["ctx_size"] == 512
+    assert settings["sampling"]["stop"] == ["<|im_end|>"] and settings["sampling"]["temperature"] == 0.3
+    assert settings["sampling"]["system"] == "You are tiny."
+    shown = httpx.post(f"{stack.url('ollama')}/api/show", json={"model": "tinyllama:latest"}).json()
+    assert shown["system"] == "You are tiny." and "{{ .Prompt }}" not in shown.get("template", "")
+    answer = client.chat(
+        model="tinyllama", messages=[{"role": "user", "content": "hi"}], options={"num_predict": 3}
+    )
+    assert answer.done
+
+    # Another tag of the same weights: linked to the file that is here, not fetched again.
+    fetched = [p for p, _ in hub.requests if p.startswith("/registry-cdn/")]
+    assert client.pull("tinyllama:1b", stream=False).status == "success"
+    assert [p for p, _ in hub.requests if p.startswith("/registry-cdn/")] == fetched
+    other = Path(entry(stack, "tinyllama:1b")["path"])
+    assert other.stat().st_ino == file.stat().st_ino
+    assert client.pull("tinyllama:latest", stream=False).status == "success"  # here already
+
+    # A namespace's model, with its projector paired; rm by the name it was pulled as removes it.
+    assert client.pull("someone/tinyvision", stream=False).status == "success"
+    vision = entry(stack, "someone/tinyvision")
+    assert vision["name"] == "someone-tinyvision" and vision["aliases"] == ["someone/tinyvision"]
+    assert (
+        Path(vision["mmproj_path"]).name == "mmproj-tinyvision-latest.gguf"
+        and "vision" in vision["capabilities"]
+    )
+    client.delete("someone/tinyvision")
+    assert manage(stack, "GET", "models/someone-tinyvision").status_code == 404
+    assert not Path(vision["path"]).parent.exists()

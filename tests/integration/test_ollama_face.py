@@ -669,7 +669,8 @@ def test_unknown_models_and_bad_input_get_ollama_errors(client: ollama.Client, s
         ),
         ("POST", "/api/embed", json.dumps({"model": "tiny-chat", "input": "x"}).encode(), 400),
         ("POST", "/api/show", json.dumps({"model": "nope"}).encode(), 404),
-        ("POST", "/api/pull", json.dumps({"model": "llama3:8b"}).encode(), 501),
+        ("POST", "/api/pull", json.dumps({"model": "llama3:8b"}).encode(), 502),  # (no registry here)
+        ("POST", "/api/pull", json.dumps({"model": "bad name"}).encode(), 400),
         ("POST", "/api/create", json.dumps({"model": "x"}).encode(), 400),
         ("POST", "/api/create", json.dumps({"model": "x", "from": "nope"}).encode(), 404),
         (

@@ -137,6 +137,11 @@ def test_the_hugging_face_hub_its_token_and_the_downloads_folder() -> None:
     )
     assert ours.hf_endpoint == "http://mirror.local:8000" and ours.hf_token == "hf_ours"
     assert ours.downloads_dir == BASE / "big/disk"
+    assert default.ollama_registry == "https://registry.ollama.ai"
+    assert (
+        load_config({"LLAMAPROXY_OLLAMA_REGISTRY": "http://r.local/"}, BASE).ollama_registry
+        == "http://r.local"
+    )
     theirs = load_config({"HF_ENDPOINT": "https://hf-mirror.com", "HF_TOKEN": "hf_theirs"}, BASE)
     assert theirs.hf_endpoint == "https://hf-mirror.com" and theirs.hf_token == "hf_theirs"
     with pytest.raises(ConfigError) as bad:
