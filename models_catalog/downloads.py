@@ -1,10 +1,13 @@
-"""Downloads from Hugging Face, run as jobs in the gateway's event loop.
+"""Downloads of models, run as jobs in the gateway's event loop.
 
-A job fetches the files of one choice of a repository (models_catalog/hub.py) into
-`LLAMAPROXY_DOWNLOADS_DIR/huggingface/<owner>/<repo>/` and then makes the catalog entry for
-them: source `download`, named like a scanned file (`llama-3.2-1b-instruct-q4_k_m`), with the
-alias Ollama's clients use (`hf.co/<owner>/<repo>:<quantization>`). Its projector, downloaded
-beside it, pairs with it as in a model folder; split models come whole.
+A job fetches the files of one plan into `LLAMAPROXY_DOWNLOADS_DIR` and then makes the catalog
+entry for them (source `download`). A plan comes from Hugging Face (models_catalog/hub.py: one
+choice of a repository, into `huggingface/<owner>/<repo>/`, the entry named like a scanned file
+with the alias Ollama's clients use, `hf.co/<owner>/<repo>:<quantization>`) or from Ollama's
+registry (models_catalog/registry.py: a manifest's GGUF layers, into
+`ollama/<registry>/<namespace>/<model>/<tag>/`, the entry named as Ollama names the model, with
+the settings its layers hold). A projector, downloaded beside its model, pairs with it as in a
+model folder; split models come whole; a file whose sha256 is here already is hard-linked.
 
 Every face shares the jobs: `ollama pull` follows one and streams its progress (a second pull of
 the same files follows the same job), LM Studio's download API and the dashboard start jobs that
