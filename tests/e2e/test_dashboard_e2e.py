@@ -2,13 +2,15 @@
 
 A user logs in, loads a model and watches its state change live, chats in the Playground and sees
 the request in Activity with token counts, changes a runner parameter and sees the runner restart
-with it, and gets a field error for a bad value. Each page is saved under screenshots/.
+with it, gets a field error for a bad value, quantizes a model and downloads one from (a stand-in
+for) Hugging Face. Each page is saved under screenshots/.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,11 +18,26 @@ from playwright.sync_api import Page, expect
 
 from models_catalog.tiny_model import write_tiny_model
 from tests.e2e.conftest import SCREENSHOTS
+from tests.hub_stand_in import StandInHub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 USER, PASSWORD = "admin", "pw-123456"
 MODEL = "tiny-chat"
+HUB_REPO = "acme/Tiny-Hub-GGUF"
+
+
+@pytest.fixture
+def hub(tmp_path) -> Iterator[StandInHub]:
+    """A stand-in for Hugging Face serving a repository with two quantizations of a tiny model."""
+    repo = tmp_path / "hub" / HUB_REPO
+    write_tiny_model(repo / "tiny-hub-Q4_K_M.gguf", name="tiny-hub", seed=3, file_type="Q8_0")
+    write_tiny_model(repo / "tiny-hub-Q8_0.gguf", name="tiny-hub", seed=4, file_type="Q8_0")
+    server = StandInHub(tmp_path / "hub").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def prepare(stack) -> None:
@@ -46,8 +63,8 @@ def runner(stack, model: str) -> dict:
     return next((r for r in rows if r["model"] == model), {"state": "stopped"})
 
 
-def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Page) -> None:
-    stack = make_stack(setup=prepare)
+def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Page, hub: StandInHub) -> None:
+    stack = make_stack(setup=prepare, LLAMAPROXY_HF_ENDPOINT=hub.url)
     page = browser_page
     base = stack.url("dashboard")
 
@@ -170,15 +187,48 @@ def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Pag
     expect(quantizing.locator("[data-test=quant-error]")).to_contain_text("already the name")
     shot(page, "08-quantized")
 
+    # Download from Hugging Face: a repository's quantizations, one of them under a chosen name; the
+    # job follows to completion and the model appears in the table, without reloading the page.
+    page.click("nav >> text=Models")
+    page.click("[data-test=hub-toggle]")
+    panel = page.locator("[data-test=hub]")
+    panel.locator("[data-test=hub-repo]").fill("acme/No-Such-GGUF")
+    panel.locator("[data-test=hub-find]").click()
+    expect(panel.locator("[data-test=hub-error]")).to_contain_text(
+        "no model repository acme/No-Such-GGUF on Hugging Face"
+    )
+    panel.locator("[data-test=hub-repo]").fill(HUB_REPO)
+    panel.locator("[data-test=hub-find]").click()
+    choices = panel.locator("[data-test=hub-choices] [data-test=hub-choice]")
+    expect(choices).to_have_count(2)
+    expect(panel.locator("[data-test=hub-error]")).to_have_count(0)
+    expect(choices.filter(has_text="Q4_K_M")).to_contain_text("default")
+    q8 = choices.filter(has_text="Q8_0")
+    expect(q8).not_to_contain_text("default")
+    panel.locator("[data-test=hub-name]").fill("tiny-hub")
+    q8.locator("[data-test=hub-download]").click()
+    job = panel.locator("[data-test=download-job]").first
+    expect(job).to_contain_text(f"{HUB_REPO}:Q8_0")
+    expect(job.locator("[data-test=download-status]")).to_have_text("completed", timeout=60000)
+    expect(job.locator("[data-test=download-model]")).to_have_text("tiny-hub")
+    expect(page.locator("tr[data-model='tiny-hub']")).to_be_visible(timeout=20000)
+    expect(q8).to_contain_text("downloaded as tiny-hub")  # the listing knows it now
+    downloaded = httpx.get(
+        base + "/api/manage/models/tiny-hub", headers=stack.admin_headers(), timeout=30
+    ).json()
+    assert downloaded["source"] == "download" and downloaded["aliases"] == [f"hf.co/{HUB_REPO}:Q8_0"]
+    assert page.evaluate("window.__sameDocument") is True
+    shot(page, "09-hugging-face")
+
     # The other pages render from the real API.
     page.click("nav >> text=System")
     expect(page.locator("[data-test=components]")).to_contain_text("llama-server")
     expect(page.locator("[data-test=runners]")).to_contain_text(MODEL)
-    shot(page, "09-system")
+    shot(page, "10-system")
     page.click("nav >> text=Settings")
     expect(page.locator("[data-test=limits]")).to_be_visible()
     expect(page.locator("[data-test=folder-list]")).to_contain_text(str(stack.models_dir))
-    shot(page, "10-settings")
+    shot(page, "11-settings")
 
 
 def test_the_playground_transcribes_an_uploaded_wav_with_a_whisper_model(
