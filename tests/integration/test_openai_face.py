@@ -469,15 +469,16 @@ def gives_up_waiting(stack, face: str, path: str, body: dict) -> None:
         httpx.post(stack.url(face) + path, json=body, timeout=httpx.Timeout(30, read=0.3))
     # llama-server checks its non-streamed clients once a second and says when it drops a task
     # (the answer would take several seconds: see the stack's ctx_size).
+    # It logs the slot's release a moment after the cancellation: wait for both.
     deadline = time.monotonic() + 8
-    log = b""
-    while time.monotonic() < deadline and b"cancel task" not in log:
+    log, released = b"", []
+    while time.monotonic() < deadline and not (b"cancel task" in log and released):
         time.sleep(0.2)
         with stack.runner_log("tiny-chat").open("rb") as handle:
             handle.seek(offset)
             log = handle.read()
+        released = stack.slot_releases("tiny-chat", offset)
     assert b"cancel task" in log, "llama-server finished a task whose client had gone away"
-    released = stack.slot_releases("tiny-chat", offset)
     assert released and released[-1] < CHAT_SLOT_CTX // 2, released
 
 
