@@ -267,13 +267,21 @@ async def list_files(client: httpx.AsyncClient, endpoint: str, repo: str) -> lis
         except ValueError:
             raise HubError(f"{endpoint} did not answer with a file list", status=502) from None
         for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict) and entry.get("type") == "file" and isinstance(entry.get("path"), str):
+            if isinstance(entry, dict) and entry.get("type") == "file" and is_safe_path(entry.get("path")):
                 lfs = entry.get("lfs") if isinstance(entry.get("lfs"), dict) else {}
                 size = lfs.get("size", entry.get("size", 0))
                 files.append(HubFile(entry["path"], int(size or 0), str(lfs.get("oid") or "")))
         next_link = response.links.get("next", {}).get("url")
         url = str(response.url.join(next_link)) if next_link else None
     return files
+
+
+def is_safe_path(path: Any) -> bool:
+    """Whether a path the hub lists may become a file below the repository's folder here (no
+    absolute path, no `..`, no backslash: a hub, or a mirror, cannot write elsewhere)."""
+    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path or "\0" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
 def file_url(endpoint: str, repo: str, path: str) -> str:

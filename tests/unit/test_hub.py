@@ -11,6 +11,7 @@ from models_catalog.hub import (
     HubFile,
     HubRef,
     choices,
+    is_safe_path,
     parse_reference,
     quantization_label,
     select,
@@ -139,3 +140,22 @@ def test_hugging_face_names_resolve_in_either_spelling_and_any_case() -> None:
     assert resolve_name("https://huggingface.co/acme/tiny-gguf:q8_0", names, aliases) == "tiny-q8_0"
     assert resolve_name("hf.co/Acme/Tiny-GGUF:latest", names, aliases) == "tiny-q4_k_m"
     assert resolve_name("hf.co/Acme/Other-GGUF", names, aliases) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "safe"),
+    [
+        ("model-Q4_K_M.gguf", True),
+        ("Q8_0/model-Q8_0-00001-of-00002.gguf", True),
+        ("../outside.gguf", False),
+        ("Q8_0/../../outside.gguf", False),
+        ("/etc/model.gguf", False),
+        ("a//b.gguf", False),
+        ("./a.gguf", False),
+        ("a\\b.gguf", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_only_paths_below_the_repository_are_taken_from_a_listing(path: object, safe: bool) -> None:
+    assert is_safe_path(path) is safe
