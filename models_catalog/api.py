@@ -128,10 +128,23 @@ def remove_alias(request: HttpRequest, name: str, alias: str) -> Any:
 
 
 @router.delete(
-    "models/{name}", response=DeletedOut, summary="Remove a catalog entry (the file is never deleted)"
+    "models/{name}", response=DeletedOut, summary="Remove a catalog entry (with delete_files, its file too)"
 )
-def delete_model(request: HttpRequest, name: str) -> Any:
-    return {"deleted": services.delete_model(name)}
+async def delete_model(request: HttpRequest, name: str, delete_files: bool = False) -> Any:
+    """The entry goes (its runner stopped first); the file stays, unless llamaproxy made it (a
+    blob, a download) or `delete_files` asks for it to be deleted."""
+    from runners import scheduler
+    from runners.errors import SchedulerError
+
+    model = await sync_to_async(services.get_model, thread_sensitive=True)(name)
+    runner = scheduler.get_scheduler().actors.get(model.name)
+    if runner is not None and runner.state not in (scheduler.STOPPED, scheduler.FAILED):
+        with contextlib.suppress(SchedulerError):
+            await scheduler.unload(model.name)
+    if delete_files:
+        deleted, files = await sync_to_async(services.delete_model_files, thread_sensitive=True)(model.name)
+        return {"deleted": deleted, "files": files}
+    return {"deleted": await sync_to_async(services.delete_model, thread_sensitive=True)(model.name)}
 
 
 @router.post(

@@ -114,6 +114,7 @@ class AliasIn(Schema):
 
 class DeletedOut(Schema):
     deleted: str
+    files: list[str] = Field(default_factory=list, description="the files deleted with it (delete_files)")
 
 
 class DigestOut(Schema):

@@ -6,6 +6,7 @@ before they touch anything; every committed change publishes `catalog.changed`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable
@@ -294,6 +295,38 @@ def delete_model(name: str) -> str:
     if heir is not None:
         catalog_changed("update", names=[heir.name])
     return deleted
+
+
+def delete_model_files(name: str) -> tuple[str, list[str]]:
+    """Remove an entry and delete its file from disk: every part of a split model, and its
+    projector when no other entry pairs with it (the dashboard's "also delete the file").
+    Refused (409, nothing changed) while another entry uses the file, or where the files cannot
+    be deleted. Returns the deleted name and the files that went."""
+    model = get_model(name)
+    sharing = list(
+        CatalogModel.objects.filter(path=model.path).exclude(pk=model.pk).values_list("name", flat=True)
+    )
+    if sharing:
+        raise CatalogError(
+            f"the file is also the file of {', '.join(sorted(sharing))}: remove those first",
+            field="delete_files",
+            status=409,
+        )
+    files = [p for p in split_parts(model.path) if os.path.exists(p)]
+    projector = model.mmproj_path
+    pairs_others = CatalogModel.objects.filter(mmproj_path=projector).exclude(pk=model.pk).exists()
+    if projector and os.path.exists(projector) and not pairs_others:
+        files.append(projector)
+    for file in files:
+        if not os.access(os.path.dirname(file) or ".", os.W_OK):
+            raise CatalogError(
+                f"cannot delete {file}: its folder is not writable", field="delete_files", status=409
+            )
+    deleted = delete_model(name)  # (a blob's or a download's files go here already)
+    for file in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(file)
+    return deleted, files
 
 
 def prune_file(path: str) -> bool:

@@ -2,8 +2,8 @@
 
 A user logs in, loads a model and watches its state change live, chats in the Playground and sees
 the request in Activity with token counts, changes a runner parameter and sees the runner restart
-with it, gets a field error for a bad value, quantizes a model and downloads one from (a stand-in
-for) Hugging Face. Each page is saved under screenshots/.
+with it, gets a field error for a bad value, quantizes a model, downloads one from (a stand-in
+for) Hugging Face and removes models (and a file). Each page is saved under screenshots/.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -219,6 +220,31 @@ def test_a_user_runs_llamaproxy_from_the_dashboard(make_stack, browser_page: Pag
     assert downloaded["source"] == "download" and downloaded["aliases"] == [f"hf.co/{HUB_REPO}:Q8_0"]
     assert page.evaluate("window.__sameDocument") is True
     shot(page, "09-hugging-face")
+
+    # Removing models from their pages: the download's file goes with it; a model folder's file
+    # stays unless asked for (then the next scan does not bring the model back).
+    page.locator("tr[data-model='tiny-hub'] a").first.click()
+    removing = page.locator("[data-test=remove]")
+    removing.locator("[data-test=remove-ask]").click()
+    expect(removing).to_contain_text("goes with its last model")
+    hub_file = Path(downloaded["path"])
+    assert hub_file.exists()
+    removing.locator("[data-test=remove-confirm]").click()
+    expect(page).to_have_url(re.compile(r"/models$"))
+    expect(page.locator("tr[data-model='tiny-chat']")).to_be_visible()
+    expect(page.locator("tr[data-model='tiny-hub']")).to_have_count(0)
+    assert not hub_file.exists()
+    page.locator("tr[data-model='tiny-other'] a").first.click()
+    removing.locator("[data-test=remove-ask]").click()
+    removing.locator("[data-test=remove-files]").check()
+    removing.locator("[data-test=remove-confirm]").click()
+    expect(page).to_have_url(re.compile(r"/models$"))
+    expect(page.locator("tr[data-model='tiny-chat']")).to_be_visible()
+    expect(page.locator("tr[data-model='tiny-other']")).to_have_count(0)
+    assert not (stack.models_dir / "tiny-other.gguf").exists()
+    page.click("text=Scan now")
+    expect(page.locator(".notice")).to_contain_text("Scan:")
+    expect(page.locator("tr[data-model='tiny-other']")).to_have_count(0)
 
     # The other pages render from the real API.
     page.click("nav >> text=System")

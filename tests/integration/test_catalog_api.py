@@ -229,10 +229,37 @@ def test_aliases_can_be_added_and_removed_but_never_taken_twice(
 def test_deleting_a_model_removes_the_entry_but_never_the_file(api: Client, library: dict[str, Path]) -> None:
     response = api.delete(f"{API}/models/tiny-chat")
 
-    assert response.status_code == 200 and response.json() == {"deleted": "tiny-chat"}
+    assert response.status_code == 200 and response.json() == {"deleted": "tiny-chat", "files": []}
     assert library["tiny"].exists()
     assert not CatalogModel.objects.filter(name="tiny-chat").exists()
     assert api.delete(f"{API}/models/tiny-chat").status_code == 404
+
+
+def test_deleting_with_delete_files_deletes_every_part_and_the_projector_and_a_scan_finds_none(
+    api: Client, library: dict[str, Path]
+) -> None:
+    from models_catalog import services
+
+    parts = sorted(library["split"].parent.glob("Big-Model-*.gguf"))
+    response = api.delete(f"{API}/models/big-model?delete_files=true")
+    assert response.status_code == 200, response.json()
+    assert response.json() == {"deleted": "big-model", "files": [str(p) for p in parts]}
+    assert not any(p.exists() for p in parts)
+
+    vision = CatalogModel.objects.get(path=str(library["vision"]))
+    assert api.delete(f"{API}/models/{vision.name}?delete_files=true").json()["files"] == [
+        str(library["vision"]),
+        str(library["mmproj"]),
+    ]
+    assert not library["mmproj"].exists()
+    scan_models()
+    assert not CatalogModel.objects.filter(path__in=[str(parts[0]), str(library["vision"])]).exists()
+
+    # A file another entry uses is not deleted (nothing changes).
+    services.create_variant("tiny-chat", "tiny-long", {"ctx_size": 2048}, {})
+    shared = api.delete(f"{API}/models/tiny-chat?delete_files=true")
+    assert shared.status_code == 409 and "tiny-long" in shared.json()["error"]["message"]
+    assert library["tiny"].exists() and CatalogModel.objects.filter(name="tiny-chat").exists()
 
 
 def test_deleting_a_base_leaves_its_variants_the_oldest_taking_the_file(

@@ -33,4 +33,19 @@ describe("models store", () => {
     expect(store.runnerOf("tiny").state).toBe("ready");
     expect(store.loadedCount).toBe(1);
   });
+
+  it("removes an entry, asking for its file to be deleted only when told to", async () => {
+    const calls: string[] = [];
+    vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
+      calls.push(`${init?.method} ${String(input)}`);
+      const files = String(input).includes("delete_files") ? ["/m/tiny.gguf"] : [];
+      return new Response(JSON.stringify({ deleted: "tiny", files }), { headers: { "content-type": "application/json" } });
+    });
+    const store = useModelsStore();
+    store.catalog = [{ name: "tiny" }, { name: "other" }] as never;
+    expect(await store.remove("tiny", false)).toEqual({ deleted: "tiny", files: [] });
+    expect(store.catalog.map((m) => m.name)).toEqual(["other"]);
+    expect((await store.remove("tiny", true)).files).toEqual(["/m/tiny.gguf"]);
+    expect(calls).toEqual(["DELETE /api/manage/models/tiny", "DELETE /api/manage/models/tiny?delete_files=true"]);
+  });
 });

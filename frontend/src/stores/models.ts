@@ -36,6 +36,9 @@ export interface CatalogModel {
   size_label: string;
   parameter_count: number | null;
   size_bytes: number;
+  split_count?: number;
+  mmproj_path?: string;
+  source?: string;
   context_length: number | null;
   capabilities: string[];
   settings: RunnerSettings | null;
@@ -180,6 +183,13 @@ export const useModelsStore = defineStore("models", () => {
     replace(updated);
     return updated;
   }
+  // Remove an entry (its runner stopped first); with `deleteFiles` its file goes from disk too.
+  async function remove(name: string, deleteFiles: boolean): Promise<{ deleted: string; files: string[] }> {
+    const query = deleteFiles ? "?delete_files=true" : "";
+    const result = await api.del<{ deleted: string; files: string[] }>(`/models/${encodeURIComponent(name)}${query}`);
+    catalog.value = catalog.value.filter((m) => m.name !== result.deleted);
+    return result;
+  }
   function replace(model: CatalogModel): void {
     const index = catalog.value.findIndex((m) => m.name === model.name);
     if (index >= 0) catalog.value.splice(index, 1, { ...catalog.value[index], ...model });
@@ -190,6 +200,6 @@ export const useModelsStore = defineStore("models", () => {
   return {
     catalog, runners, loaded, error, busy, loadedCount,
     refresh, fetchCatalog, fetchRunners, bind, runnerOf, act, unloadAll, setEnabled, scan, detail, update,
-    onRunnerEvent,
+    remove, onRunnerEvent,
   };
 });
