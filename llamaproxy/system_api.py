@@ -59,18 +59,26 @@ def host_state() -> dict[str, Any]:
 
 
 def model_folders() -> list[dict[str, Any]]:
-    """Each model folder: GGUF bytes in the catalog, and the free space of its disk."""
+    """Each model folder (`kind` "models"), and the folders of llamaproxy's own model files
+    (`downloads`, and `blobs` of `ollama create`): GGUF bytes in the catalog, and the free
+    space of its disk."""
+    from models_catalog.blobs import blob_dir
+    from models_catalog.downloads import downloads_dir
     from models_catalog.models import CatalogModel, ModelFolder
 
     paths = {str(Path(p)) for p in settings.LLAMAPROXY_MODELS_DIRS}
     paths |= set(ModelFolder.objects.values_list("path", flat=True))
+    kinds = {path: "models" for path in paths}
+    kinds.setdefault(str(downloads_dir()), "downloads")
+    kinds.setdefault(str(blob_dir()), "blobs")
     base_models = CatalogModel.objects.filter(base__isnull=True)
     folders = []
-    for path in sorted(paths):
+    for path, kind in sorted(kinds.items(), key=lambda item: (item[1] != "models", item[0])):
         prefix = path.rstrip("/") + "/"
         totals = base_models.filter(path__startswith=prefix).aggregate(n=Count("id"), size=Sum("size_bytes"))
         entry: dict[str, Any] = {
             "path": path,
+            "kind": kind,
             "exists": Path(path).is_dir(),
             "models": totals["n"] or 0,
             "model_bytes": totals["size"] or 0,

@@ -411,6 +411,12 @@ def test_pull_of_a_registry_model_fetches_its_gguf_with_its_parameters_and_syste
     other = Path(entry(stack, "tinyllama:1b")["path"])
     assert other.stat().st_ino == file.stat().st_ino
     assert client.pull("tinyllama:latest", stream=False).status == "success"  # here already
+    # The System page's folders show the downloads folder with what is in it.
+    folders = manage(stack, "GET", "system").json()["model_folders"]
+    downloads = next(f for f in folders if f["kind"] == "downloads")
+    assert downloads["path"] == str(stack.home / "downloads") and downloads["models"] >= 2
+    assert downloads["model_bytes"] >= 2 * layer.stat().st_size and downloads["disk_free"] > 0
+    assert folders[0]["kind"] == "models"
 
     # A namespace's model, with its projector paired; rm by the name it was pulled as removes it.
     assert client.pull("someone/tinyvision", stream=False).status == "success"
