@@ -29,7 +29,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,10 +94,10 @@ class Plan:
     label: str  # shown: the quantization or the tag
     alias: str  # the name clients asked for and use: `hf.co/<repo>:<tag>`, `llama3.2:1b`
     files: tuple[Remote, ...]  # the model's parts first, then its projector
+    refused: Callable[[httpx.Response], HubError] = field(compare=False)  # for `hub.fetch`
     name: str = ""  # the entry's own name ("" = the file's, as a scan names it)
     parameters: dict[str, Any] = field(default_factory=dict, compare=False)  # runner parameters
     sampling: dict[str, Any] = field(default_factory=dict, compare=False)  # sampling defaults
-    refused: Any = field(default=None, compare=False)  # response → HubError, for `hub.fetch`
 
     @property
     def model_path(self) -> Path:
@@ -414,7 +414,7 @@ async def _run(job: Job) -> None:
                     progress.file,
                     target,
                     lambda done, index=index: job.progressed(index, done),
-                    job.plan.refused or hub.refusal_of(job.plan.repo),
+                    job.plan.refused,
                 )
         job.model = await sync_to_async(register, thread_sensitive=False)(job.plan, job.name)
         job.status = "completed"

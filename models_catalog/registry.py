@@ -13,6 +13,7 @@ with the Jinja template in the GGUF file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -150,8 +151,6 @@ async def fetch_manifest(client: httpx.AsyncClient, registry: str, ref: Registry
 
 async def fetch_small(client: httpx.AsyncClient, registry: str, ref: RegistryRef, layer: Layer) -> bytes:
     """A small layer's content (params, system, messages), checked against its digest."""
-    import hashlib
-
     if layer.size > SMALL_LAYER_LIMIT:
         raise HubError(f"{ref.name}: its {layer.media_type} layer is too large", status=502)
     try:

@@ -501,6 +501,11 @@ def _untagged(name: str) -> str:
     return name.strip().removesuffix(":latest")
 
 
+def catalog_refusal(exc: Any) -> FaceError:
+    """A CatalogError as Ollama answers it: a name in use is a 400 there, not a 409."""
+    return FaceError(400 if exc.status == 409 else exc.status, exc.message)
+
+
 async def catalog_service(function_name: str, *args: Any) -> Any:
     """Call a `models_catalog.services` function; its CatalogError becomes an Ollama error."""
     from models_catalog import services
@@ -509,7 +514,7 @@ async def catalog_service(function_name: str, *args: Any) -> Any:
     try:
         return await sync_to_async(getattr(services, function_name), thread_sensitive=False)(*args)
     except CatalogError as exc:
-        raise FaceError(400 if exc.status == 409 else exc.status, exc.message) from None
+        raise catalog_refusal(exc) from None
 
 
 @api.post("/api/copy", include_in_schema=False)
@@ -619,7 +624,7 @@ async def _hub_call(call: Any) -> Any:
     except HubError as exc:
         raise FaceError(exc.status, exc.message) from None
     except CatalogError as exc:
-        raise FaceError(400 if exc.status == 409 else exc.status, exc.message) from None
+        raise catalog_refusal(exc) from None
 
 
 async def _pulled() -> AsyncIterator[dict[str, Any]]:
@@ -865,4 +870,4 @@ async def _create_quantized(
     except QuantizeError as exc:
         raise FaceError(exc.status, exc.message) from None
     except CatalogError as exc:
-        raise FaceError(400 if exc.status == 409 else exc.status, exc.message) from None
+        raise catalog_refusal(exc) from None
